@@ -1,0 +1,54 @@
+# CytoLoop: make run | make test | make bench | make lint   (see README.md)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
+
+.PHONY: run test bench lint static install install-dev chromium clean help
+
+help:
+	@echo "make run    - set up and start the platform on embedded defaults (SQLite, filesystem broker)"
+	@echo "make test   - install what tests need and run the whole suite (PostgreSQL, Redis, chromium)"
+	@echo "make bench  - run the benchmarks under bench/ (ONLY=name for one)"
+	@echo "make lint   - ruff"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+static: node_modules/.package-lock.json
+	node scripts/vendor.mjs
+
+run: install static
+	@bash scripts/run.sh $(HOST) $(PORT)
+
+chromium:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for browser tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core; }
+
+test: install-dev static chromium
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install-dev
+	$(PY) -m bench $(if $(ONLY),--only $(ONLY),)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf var/ node_modules/ static/vendor/

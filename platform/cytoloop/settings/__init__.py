@@ -1,0 +1,1 @@
+"""Layered settings: base (shared), local (embedded defaults), test, production."""

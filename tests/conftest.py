@@ -1,0 +1,62 @@
+"""Shared fixtures. Integration tests use the real PostgreSQL and Redis (settings/test.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "var" / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def make_user(db):
+    """make_user("a@b.org", roles=["reviewer"], password="pw") -> User (roles via the one role API)."""
+    from django.contrib.auth import get_user_model
+
+    from cytoloop.roles import parse_role, set_roles
+
+    def factory(email: str, *, roles=(), password: str = "correct-horse-42"):
+        user = get_user_model().objects.create_user(username=email, email=email, password=password)
+        set_roles(user, [parse_role(r) for r in roles])
+        return user
+
+    return factory
+
+
+@pytest.fixture
+def client_as(client, make_user):
+    """client_as("reviewer") -> a test client logged in as a fresh user holding that role."""
+
+    def factory(*roles: str):
+        user = make_user(f"{'-'.join(roles) or 'norole'}@example.org", roles=roles)
+        client.force_login(user)
+        return client
+
+    return factory
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker (thread) consuming both queues over the real Redis broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from cytoloop.celery import app
+
+    app.control.purge()
+    with start_worker(
+        app,
+        queues=["default", "gpu"],
+        pool="solo",
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker
