@@ -1,0 +1,198 @@
+"""Datasets, images, ground truth, imported predictions and expert annotations.
+
+Boxes are stored in original-image pixels (x, y = top-left, width, height; floats).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import CheckConstraint, Q, UniqueConstraint
+
+from annotation.bethesda import BETHESDA, DESCRIPTIONS
+from annotation.geometry import Box
+
+LABEL_CHOICES = [(name, f"{name} ({DESCRIPTIONS[name]})") for name in BETHESDA]
+
+
+class Dataset(models.Model):
+    name = models.SlugField(max_length=100, unique=True, help_text="short name used on the command line")
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=300, blank=True, help_text="where the images come from")
+    license = models.CharField(max_length=100, blank=True)
+    citation = models.TextField(blank=True, help_text="how to cite the images when shown or reported")
+    experts_per_image = models.PositiveSmallIntegerField(default=3)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Image(models.Model):
+    class Split(models.TextChoices):
+        UNASSIGNED = "unassigned"
+        TRAIN = "train"
+        VAL = "val"
+        TEST = "test"
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "browser upload"
+        IMPORT = "import", "import command"
+        SYNTHETIC = "synthetic", "synthetic generator"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="images")
+    file = models.FileField(upload_to="images/", max_length=300)
+    thumbnail = models.FileField(upload_to="thumbs/", max_length=300, blank=True)
+    original_name = models.CharField(max_length=500, help_text="path inside the imported folder or zip")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=10)
+    checksum = models.CharField(max_length=64, help_text="sha256 of the file's bytes")
+    source = models.CharField(max_length=20, choices=Source.choices)
+    split = models.CharField(max_length=12, choices=Split.choices, default=Split.UNASSIGNED, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "original_name", "id"]
+        constraints = [
+            UniqueConstraint(fields=["dataset", "checksum"], name="image_unique_checksum_per_dataset"),
+            UniqueConstraint(fields=["dataset", "original_name"], name="image_unique_name_per_dataset"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name}/{self.original_name}"
+
+
+class BoxFields(models.Model):
+    x = models.FloatField()
+    y = models.FloatField()
+    width = models.FloatField()
+    height = models.FloatField()
+    label = models.CharField(max_length=8, choices=LABEL_CHOICES)
+
+    class Meta:
+        abstract = True
+        constraints = [
+            CheckConstraint(
+                condition=Q(width__gt=0) & Q(height__gt=0) & Q(x__gte=0) & Q(y__gte=0),
+                name="%(class)s_positive_box",
+            ),
+            CheckConstraint(condition=Q(label__in=BETHESDA), name="%(class)s_bethesda_label"),
+        ]
+
+    def as_box(self) -> Box:
+        return Box(self.x, self.y, self.width, self.height, self.label, getattr(self, "score", None))
+
+
+class GroundTruthBox(BoxFields):
+    class Source(models.TextChoices):
+        IMPORT = "import"
+        CONSENSUS = "consensus"
+        REVIEW = "review"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="ground_truth")
+    source = models.CharField(max_length=12, choices=Source.choices)
+    # CRIC-style point labels: the box was made around this nucleus point (reviewers may correct it)
+    point_x = models.FloatField(null=True, blank=True)
+    point_y = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta(BoxFields.Meta):
+        ordering = ["image", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.label} @ ({self.x:.0f}, {self.y:.0f}) on image {self.image_id}"
+
+    @property
+    def from_point(self) -> bool:
+        return self.point_x is not None
+
+
+class PredictionBox(BoxFields):
+    """A box some model proposed: imported from a file, or from CytoLoop's own models."""
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="predictions")
+    score = models.FloatField(null=True, blank=True)
+    model_version = models.CharField(max_length=100, default="imported")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta(BoxFields.Meta):
+        ordering = ["image", "-score", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.label} {self.score} by {self.model_version}"
+
+
+class ExpertAnnotation(models.Model):
+    """One expert's submitted boxes for one image (blind: others never see it before consensus)."""
+
+    class Origin(models.TextChoices):
+        EDITOR = "editor", "CytoLoop editor"
+        LABEL_STUDIO = "label_studio", "Label Studio"
+        SIMULATED = "simulated", "simulated expert"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="expert_annotations")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
+    origin = models.CharField(max_length=16, choices=Origin.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["image", "annotator"]
+        constraints = [
+            UniqueConstraint(fields=["image", "annotator"], name="one_annotation_per_expert_per_image"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} on image {self.image_id}"
+
+
+class ExpertBox(BoxFields):
+    annotation = models.ForeignKey(ExpertAnnotation, on_delete=models.CASCADE, related_name="boxes")
+
+    class Meta(BoxFields.Meta):
+        ordering = ["annotation", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.label} by annotation {self.annotation_id}"
+
+
+class ImportJob(models.Model):
+    """A browser import running on a worker: progress and every skipped file's reason."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="import_jobs")
+    upload_dir = models.CharField(max_length=500)
+    annotations_name = models.CharField(max_length=300, blank=True)
+    as_predictions = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    imported = models.PositiveIntegerField(default=0)
+    boxes = models.PositiveIntegerField(default=0)
+    skipped = models.JSONField(default=list, blank=True, help_text="[{name, reason, message}]")
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} into {self.dataset} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.processed / self.total) if self.total else (100 if self.status == "done" else 0)
