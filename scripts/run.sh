@@ -16,7 +16,7 @@ trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null' EXIT INT TERM
 
 echo
 echo "CytoLoop is starting at http://$HOST:$PORT/  (worker log: var/log/worker.log)"
-$PY manage.py seed_demo
+$PY manage.py seed_demo --users-only
 echo "Stop with Ctrl+C."
 echo
 $PY manage.py runserver "$HOST:$PORT" --noreload

@@ -174,3 +174,8 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR"},
     },
 }
+
+# --- demo data -------------------------------------------------------------------------------------
+#: Real CRIC Pap smear images (CC BY 4.0); the demo includes them when the folder exists.
+CRIC_DIR = Path(env.str("CRIC_DIR", default=str(BASE_DIR.parent / "shared" / "data" / "cric-dev")))
+DEMO_SYNTHETIC_IMAGES = env.int("DEMO_SYNTHETIC_IMAGES", default=24)

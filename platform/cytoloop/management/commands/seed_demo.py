@@ -1,4 +1,4 @@
-"""python manage.py seed_demo: demo users (and, as later steps land, demo data) on first start."""
+"""python manage.py seed_demo: demo users and demo datasets on first start (idempotent)."""
 
 import json
 import secrets
@@ -22,14 +22,41 @@ DEMO_USERS = (
 class Command(BaseCommand):
     help = (
         "Seed the demo on first start: demo users (admin, reviewer, three pathologists) with "
-        "generated passwords kept in var/demo-logins.json. Running it again changes nothing and "
-        "prints the same logins."
+        "generated passwords kept in var/demo-logins.json, a synthetic dataset (demo-synthetic) and, "
+        "when CRIC_DIR holds the real CRIC images, the cric-dev dataset. Running it again changes "
+        "nothing and prints the same logins."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--quiet-logins", action="store_true", help="do not print the logins")
+        parser.add_argument("--users-only", action="store_true", help="seed the users, no datasets")
+        parser.add_argument(
+            "--synthetic-images", type=int, default=None,
+            help="synthetic demo images on first start (default: DEMO_SYNTHETIC_IMAGES, 24)",
+        )
 
-    def handle(self, *args, quiet_logins=False, **options):
+    def handle(self, *args, quiet_logins=False, users_only=False, synthetic_images=None, **options):
+        self._seed_users(quiet_logins)
+        if not users_only:
+            self._seed_data(synthetic_images or settings.DEMO_SYNTHETIC_IMAGES)
+
+    def _seed_data(self, n_images: int) -> None:
+        from tqdm import tqdm
+
+        from annotation.demo import seed_cric, seed_synthetic
+
+        with tqdm(total=n_images, unit="image", desc="demo: synthetic images", disable=None) as bar:
+            report = seed_synthetic(n_images=n_images, progress=lambda d, t: bar.update(1))
+        if report is not None:
+            self.stdout.write(f"demo: {report.summary()}")
+        if settings.CRIC_DIR.exists():
+            report = seed_cric(cric_dir=settings.CRIC_DIR)
+            if report is not None:
+                self.stdout.write(f"demo: {report.summary()} (real CRIC images, CC BY 4.0)")
+        else:
+            self.stdout.write(f"demo: no CRIC folder at {settings.CRIC_DIR}; synthetic images only")
+
+    def _seed_users(self, quiet_logins: bool) -> None:
         logins_file = settings.VAR_DIR / "demo-logins.json"
         logins = json.loads(logins_file.read_text()) if logins_file.exists() else {}
         User = get_user_model()
