@@ -27,6 +27,11 @@ class Box:
     label: str
     score: float | None = None
 
+    def sort_key(self) -> tuple:
+        """A total order for comparing sets of boxes (score None sorts first)."""
+        return (self.x, self.y, self.width, self.height, self.label,
+                -1.0 if self.score is None else self.score)
+
     @property
     def x2(self) -> float:
         return self.x + self.width

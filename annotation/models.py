@@ -23,6 +23,9 @@ class Dataset(models.Model):
     license = models.CharField(max_length=100, blank=True)
     citation = models.TextField(blank=True, help_text="how to cite the images when shown or reported")
     experts_per_image = models.PositiveSmallIntegerField(default=3)
+    #: Label Studio project mirroring this dataset (set by annotation.labelstudio.ensure_project)
+    ls_project_id = models.PositiveIntegerField(null=True, blank=True, unique=True)
+    ls_storage_id = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -55,6 +58,12 @@ class Image(models.Model):
     checksum = models.CharField(max_length=64, help_text="sha256 of the file's bytes")
     source = models.CharField(max_length=20, choices=Source.choices)
     split = models.CharField(max_length=12, choices=Split.choices, default=Split.UNASSIGNED, db_index=True)
+    #: Label Studio task for this image
+    ls_task_id = models.PositiveIntegerField(null=True, blank=True, unique=True)
+    #: order in the pathologists' queues (lower first; set by ranking rounds; null = after ranked)
+    queue_rank = models.FloatField(null=True, blank=True, db_index=True)
+    #: when consensus was first computed: until then experts stay blind to each other
+    consensus_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -140,6 +149,8 @@ class ExpertAnnotation(models.Model):
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="expert_annotations")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
     origin = models.CharField(max_length=16, choices=Origin.choices)
+    #: the same annotation in Label Studio (null until pushed or when mirrored from there)
+    ls_annotation_id = models.PositiveIntegerField(null=True, blank=True, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -196,3 +207,81 @@ class ImportJob(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.processed / self.total) if self.total else (100 if self.status == "done" else 0)
+
+
+class LabelStudioAccount(models.Model):
+    """The Label Studio user a CytoLoop user annotates as (completed_by)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ls_account")
+    ls_user_id = models.PositiveIntegerField(unique=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} = Label Studio user {self.ls_user_id}"
+
+
+class Assignment(models.Model):
+    """An image handed to one expert: locked to them until submitted, skipped or expired."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUBMITTED = "submitted"
+        SKIPPED = "skipped"
+        RELEASED = "released", "released (timed out)"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    #: extra expert asked for by a reviewer (counts beyond the dataset's experts_per_image)
+    extra = models.BooleanField(default=False)
+    assigned_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-assigned_at"]
+        constraints = [
+            UniqueConstraint(fields=["image", "annotator"], name="one_assignment_per_expert_per_image"),
+            UniqueConstraint(
+                fields=["image"], condition=Q(status="active"), name="one_active_assignment_per_image"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} -> {self.annotator} ({self.status})"
+
+
+class OutboxMessage(models.Model):
+    """Work for Label Studio kept in the database until it is done: nothing is lost while
+    Label Studio or the broker is down."""
+
+    class Kind(models.TextChoices):
+        PUSH_ANNOTATION = "push_annotation"
+        PUSH_GROUND_TRUTH = "push_ground_truth"
+        PUSH_PREDICTIONS = "push_predictions"
+        PUSH_TASKS = "push_tasks"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        DEAD = "dead", "failed permanently"
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    object_id = models.PositiveBigIntegerField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # one pending message per object: a second submit before the push is folded into it
+            UniqueConstraint(
+                fields=["kind", "object_id"], condition=Q(status="pending"), name="one_pending_message_per_object"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.object_id} ({self.status})"

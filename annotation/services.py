@@ -232,7 +232,7 @@ def import_images(
     """
     path = Path(path)
     report = ImportReport(dataset=dataset.name)
-    sources = list(iter_image_sources(path, limits))
+    sources = _collect_sources(path, limits)
 
     records: list[ImageRecord] = []
     gt_source = "box"
@@ -289,6 +289,21 @@ def import_images(
             progress(done, total)
     report.unmatched_annotations = [n for n in matcher.unmatched()]
     return report
+
+
+def _collect_sources(path: Path, limits: Limits) -> list:
+    """The image candidates in ``path``; a folder's .zip files (a browser upload of several zips,
+    say) are opened too, their members named as inside the zip."""
+    sources = list(iter_image_sources(path, limits))
+    if path.is_dir():
+        for archive in sorted(p for p in path.rglob("*") if p.suffix.lower() == ".zip" and p.is_file()):
+            try:
+                sources.extend(iter_image_sources(archive, limits))
+            except ImageRejected as exc:
+                from annotation.validation import Source
+
+                sources.append(Source(name=archive.relative_to(path).as_posix(), error=exc))
+    return sources
 
 
 def _sizes_of(sources, limits) -> dict[str, tuple[int, int]]:
@@ -498,3 +513,436 @@ def simulate_dataset_experts(*, dataset: Dataset, n_experts: int, seed: int, pro
         if progress:
             progress(done, len(images))
     return summary
+
+
+def ensure_thumbnail(*, image: Image) -> bool:
+    """Give ``image`` a thumbnail if it has none yet (made once from its file, then kept).
+
+    Returns whether the image has a thumbnail afterwards; an unreadable file is logged and
+    left without one (the gallery shows a placeholder) rather than breaking the page.
+    """
+    if image.thumbnail:
+        return True
+    try:
+        with default_storage.open(image.file.name, "rb") as handle:
+            data = handle.read()
+        thumb = make_thumbnail(data)
+    except Exception:  # missing file, unreadable image: the page shows a placeholder
+        log.exception("no thumbnail for image %s (%s)", image.pk, image.file.name)
+        return False
+    name = default_storage.save(
+        f"thumbs/{image.dataset.name}/{image.checksum[:2]}/{image.checksum}.jpg", ContentFile(thumb)
+    )
+    with transaction.atomic():
+        row = Image.objects.select_for_update().only("id", "thumbnail").get(pk=image.pk)
+        if row.thumbnail:  # another request made it meanwhile: keep theirs
+            default_storage.delete(name)
+            image.thumbnail = row.thumbnail.name
+            return True
+        Image.objects.filter(pk=image.pk).update(thumbnail=name)
+    image.thumbnail = name
+    return True
+
+
+# --- the annotation workflow: queue, submission, outbox, Label Studio mirror ----------------------
+
+
+class NotAssigned(Exception):
+    """The image is not assigned to this annotator (or the assignment was released)."""
+
+
+class AnnotationRejected(ValueError):
+    """Submitted boxes that cannot be stored; ``errors`` lists what is wrong with each."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def _lock_timeout():
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    return timedelta(minutes=settings.ANNOTATION_LOCK_MINUTES)
+
+
+def release_expired_assignments() -> int:
+    """Hand back images whose holder went quiet past the lock timeout."""
+    from django.utils import timezone
+
+    from annotation.models import Assignment
+
+    return Assignment.objects.filter(
+        status=Assignment.Status.ACTIVE, expires_at__lt=timezone.now()
+    ).update(status=Assignment.Status.RELEASED, finished_at=timezone.now())
+
+
+def next_assignment(*, annotator, dataset: Dataset | None = None):
+    """Lock the next image needing ``annotator``'s annotation, or return their current one.
+
+    Each image goes to its dataset's N distinct experts, one expert at a time (an active
+    assignment is exclusive), in ranking order (queue_rank, then age). Concurrent requests skip
+    rows another transaction holds (select_for_update(skip_locked=True))."""
+    from django.db import IntegrityError
+    from django.db.models import Count, F, OuterRef, Subquery, Value
+    from django.db.models.functions import Coalesce
+    from django.utils import timezone
+
+    from annotation.models import Assignment
+
+    release_expired_assignments()
+    now = timezone.now()
+    current = Assignment.objects.filter(annotator=annotator, status=Assignment.Status.ACTIVE)
+    if dataset is not None:
+        current = current.filter(image__dataset=dataset)
+    current = current.select_related("image", "image__dataset").first()
+    if current:
+        Assignment.objects.filter(pk=current.pk).update(expires_at=now + _lock_timeout())
+        return current
+
+    done = (
+        ExpertAnnotation.objects.filter(image=OuterRef("pk")).order_by().values("image")
+        .annotate(n=Count("id")).values("n")
+    )
+    extra = (
+        Assignment.objects.filter(image=OuterRef("pk"), extra=True).order_by().values("image")
+        .annotate(n=Count("id")).values("n")
+    )
+    candidates = (
+        Image.objects.annotate(
+            n_done=Coalesce(Subquery(done), Value(0)), n_extra=Coalesce(Subquery(extra), Value(0))
+        )
+        .filter(n_done__lt=F("dataset__experts_per_image") + F("n_extra"))
+        .exclude(assignments__status=Assignment.Status.ACTIVE)
+        .exclude(assignments__annotator=annotator, assignments__status__in=[
+            Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED])
+        .exclude(expert_annotations__annotator=annotator)
+        .order_by(F("queue_rank").asc(nulls_last=True), "created_at", "id")
+    )
+    if dataset is not None:
+        candidates = candidates.filter(dataset=dataset)
+    for _ in range(5):  # a racing request may take the same image between our read and insert
+        with transaction.atomic():
+            image = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+            if image is None:
+                return None
+            try:
+                with transaction.atomic():
+                    assignment, _ = Assignment.objects.update_or_create(
+                        image=image, annotator=annotator,
+                        defaults={"status": Assignment.Status.ACTIVE, "expires_at": now + _lock_timeout(),
+                                  "finished_at": None},
+                    )
+            except IntegrityError:
+                continue
+            assignment.image = image
+            return assignment
+    return None
+
+
+def queue_progress(*, annotator) -> dict:
+    from annotation.models import Assignment
+
+    rows = Assignment.objects.filter(annotator=annotator)
+    return {
+        "done": rows.filter(status=Assignment.Status.SUBMITTED).count(),
+        "skipped": rows.filter(status=Assignment.Status.SKIPPED).count(),
+        "assigned": rows.exclude(status=Assignment.Status.RELEASED).count(),
+    }
+
+
+def validate_boxes(boxes: list, image: Image) -> list[Box]:
+    """Box objects checked against the image: every problem listed, nothing stored."""
+    errors, checked = [], []
+    for i, box in enumerate(boxes):
+        try:
+            checked.append(box.validated(image.width, image.height))
+        except InvalidBox as exc:
+            errors.append(f"box {i}: {exc}")
+    if errors:
+        raise AnnotationRejected(errors)
+    return checked
+
+
+def submit_annotation(*, image: Image, annotator, boxes: list[Box], origin: str = ExpertAnnotation.Origin.EDITOR):
+    """Store an expert's boxes for an image they were assigned, and queue the Label Studio push.
+
+    The database write is the acknowledgement: Label Studio and the broker may be down; the
+    outbox keeps the push until it succeeds."""
+    from django.utils import timezone
+
+    from annotation.models import Assignment, OutboxMessage
+
+    checked = validate_boxes(boxes, image)
+    with transaction.atomic():
+        assignment = (
+            Assignment.objects.select_for_update()
+            .filter(image=image, annotator=annotator,
+                    status__in=[Assignment.Status.ACTIVE, Assignment.Status.SUBMITTED])
+            .first()
+        )
+        if assignment is None:
+            raise NotAssigned(f"image {image.pk} is not assigned to {annotator.get_username()}")
+        annotation = save_expert_annotation(image=image, annotator=annotator, boxes=checked, origin=origin)
+        assignment.status = Assignment.Status.SUBMITTED
+        assignment.finished_at = timezone.now()
+        assignment.save(update_fields=["status", "finished_at"])
+        enqueue_outbox(kind=OutboxMessage.Kind.PUSH_ANNOTATION, object_id=annotation.pk)
+    return annotation
+
+
+def skip_assignment(*, image: Image, annotator) -> None:
+    from django.utils import timezone
+
+    from annotation.models import Assignment
+
+    updated = Assignment.objects.filter(
+        image=image, annotator=annotator, status=Assignment.Status.ACTIVE
+    ).update(status=Assignment.Status.SKIPPED, finished_at=timezone.now())
+    if not updated:
+        raise NotAssigned(f"image {image.pk} is not assigned to {annotator.get_username()}")
+
+
+def enqueue_outbox(*, kind: str, object_id: int) -> None:
+    """Record work for Label Studio (inside the caller's transaction) and ask a worker to flush
+    it after commit. If the broker is down the row stays; the periodic flush sends it later."""
+    from annotation.models import OutboxMessage
+
+    OutboxMessage.objects.get_or_create(kind=kind, object_id=object_id, status=OutboxMessage.Status.PENDING)
+    transaction.on_commit(_kick_outbox)
+
+
+def _kick_outbox() -> None:
+    from annotation.tasks import flush_outbox_task
+
+    try:
+        flush_outbox_task.apply_async(retry=False)
+    except Exception as exc:  # broker unreachable: the beat schedule flushes later
+        log.warning("outbox flush not queued (%s); it will run on the next periodic flush", exc)
+
+
+OUTBOX_MAX_ATTEMPTS = 12
+
+
+def flush_outbox(*, limit: int = 200) -> dict:
+    """Send pending outbox messages to Label Studio, oldest first. Stops at the first sign that
+    Label Studio is down (the rest wait for the next flush). Idempotent per message."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation import labelstudio
+    from annotation.models import OutboxMessage
+
+    stats = {"done": 0, "failed": 0, "waiting": 0}
+    if not labelstudio.is_configured():
+        stats["waiting"] = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
+        return stats
+    ids = list(
+        OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING)
+        .exclude(next_attempt_at__gt=timezone.now()).values_list("id", flat=True)[:limit]
+    )
+    for msg_id in ids:
+        with transaction.atomic():
+            msg = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
+                pk=msg_id, status=OutboxMessage.Status.PENDING).first()
+            if msg is None:
+                continue
+            try:
+                _deliver(msg)
+            except labelstudio.LabelStudioUnavailable as exc:
+                msg.attempts += 1
+                msg.last_error = str(exc)[:2000]
+                msg.next_attempt_at = timezone.now() + timedelta(seconds=min(300, 5 * 2 ** min(msg.attempts, 6)))
+                msg.save(update_fields=["attempts", "last_error", "next_attempt_at"])
+                stats["waiting"] += 1
+                break
+            except Exception as exc:
+                log.exception("outbox message %s failed", msg.pk)
+                msg.attempts += 1
+                msg.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                if msg.attempts >= OUTBOX_MAX_ATTEMPTS:
+                    msg.status = OutboxMessage.Status.DEAD
+                msg.next_attempt_at = timezone.now() + timedelta(seconds=60)
+                msg.save(update_fields=["attempts", "last_error", "status", "next_attempt_at"])
+                stats["failed"] += 1
+            else:
+                msg.status = OutboxMessage.Status.DONE
+                msg.done_at = timezone.now()
+                msg.attempts += 1
+                msg.save(update_fields=["status", "done_at", "attempts"])
+                stats["done"] += 1
+    return stats
+
+
+def _deliver(msg) -> None:
+    from annotation import labelstudio
+    from annotation.models import OutboxMessage
+
+    if msg.kind == OutboxMessage.Kind.PUSH_ANNOTATION:
+        annotation = ExpertAnnotation.objects.select_related("image", "image__dataset", "annotator").filter(
+            pk=msg.object_id).first()
+        if annotation is not None:  # deleted meanwhile: nothing to send
+            labelstudio.push_annotation(annotation)
+    elif msg.kind == OutboxMessage.Kind.PUSH_TASKS:
+        labelstudio.push_images(Dataset.objects.get(pk=msg.object_id))
+    else:
+        raise ValueError(f"no handler for outbox kind {msg.kind}")
+
+
+class WebhookPayloadError(ValueError):
+    """A Label Studio event that does not say what CytoLoop needs; the message says what."""
+
+
+ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
+DELETE_ACTIONS = {"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}
+
+
+def _ref_id(value, what: str) -> int:
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WebhookPayloadError(f"{what} must be an id (integer), got {value!r}")
+    return value
+
+
+def mirror_ls_event(payload) -> str:
+    """Apply one Label Studio webhook event; returns what happened. Same event twice: no change."""
+    if not isinstance(payload, dict):
+        raise WebhookPayloadError("the event must be a JSON object")
+    action = payload.get("action")
+    if action in DELETE_ACTIONS:
+        items = payload.get("annotations")
+        if items is None and isinstance(payload.get("annotation"), dict):
+            items = [payload["annotation"]]
+        if not isinstance(items, list):
+            raise WebhookPayloadError(f"{action} needs a list 'annotations'")
+        ids = [_ref_id(item, "annotations[].id") for item in items]
+        return mirror_ls_deletions(ids)
+    if action not in ANNOTATION_ACTIONS:
+        raise WebhookPayloadError(
+            f"unsupported action {action!r}; expected one of "
+            f"{', '.join(sorted(ANNOTATION_ACTIONS | DELETE_ACTIONS))}"
+        )
+    ann = payload.get("annotation")
+    if not isinstance(ann, dict):
+        raise WebhookPayloadError("the event has no 'annotation' object")
+    task = payload.get("task")
+    task_id = _ref_id(task if task is not None else ann.get("task"), "task id")
+    return mirror_ls_annotation(ann, task_id=task_id, task_data=(task or {}).get("data") if isinstance(task, dict) else None)
+
+
+def mirror_ls_annotation(ann: dict, *, task_id: int, task_data: dict | None = None) -> str:
+    from annotation import labelstudio
+    from annotation.models import Assignment, OutboxMessage
+
+    ls_id = _ref_id(ann.get("id"), "annotation id")
+    result = ann.get("result")
+    if not isinstance(result, list):
+        raise WebhookPayloadError("annotation 'result' must be a list")
+    if ann.get("ground_truth"):
+        return "ignored: ground truth is CytoLoop's own"
+    if ann.get("was_cancelled"):
+        return mirror_ls_deletions([ls_id])
+    image = Image.objects.filter(ls_task_id=task_id).first()
+    if image is None and task_data and isinstance(task_data.get("cytoloop_image_id"), int):
+        image = Image.objects.filter(pk=task_data["cytoloop_image_id"]).first()
+    if image is None:
+        return f"ignored: task {task_id} is not a CytoLoop image"
+    user = labelstudio.user_for_ls_id(_ref_id(ann.get("completed_by"), "completed_by"))
+    if user is None:
+        return "ignored: annotator unknown to CytoLoop"
+    try:
+        boxes = labelstudio.result_to_boxes(result, image.width, image.height)
+        boxes = validate_boxes(boxes, image)
+    except (ValueError, InvalidBox) as exc:
+        raise WebhookPayloadError(f"annotation {ls_id}: {exc}") from None
+
+    with transaction.atomic():
+        existing = (
+            ExpertAnnotation.objects.select_for_update().filter(ls_annotation_id=ls_id).first()
+            or ExpertAnnotation.objects.select_for_update().filter(image=image, annotator=user).first()
+        )
+        if existing is not None and OutboxMessage.objects.filter(
+            kind=OutboxMessage.Kind.PUSH_ANNOTATION, object_id=existing.pk, status=OutboxMessage.Status.PENDING
+        ).exists():
+            return "ignored: a newer local edit is waiting to be pushed"
+        if existing is not None:
+            same = sorted((b.as_box() for b in existing.boxes.all()), key=Box.sort_key) == sorted(boxes, key=Box.sort_key)
+            if same and existing.ls_annotation_id == ls_id:
+                return "unchanged"
+            if not same:
+                save_expert_annotation(image=image, annotator=user, boxes=boxes, origin=existing.origin)
+            ExpertAnnotation.objects.filter(pk=existing.pk).update(ls_annotation_id=ls_id)
+            outcome = "updated" if not same else "linked"
+        else:
+            created = save_expert_annotation(
+                image=image, annotator=user, boxes=boxes, origin=ExpertAnnotation.Origin.LABEL_STUDIO)
+            ExpertAnnotation.objects.filter(pk=created.pk).update(ls_annotation_id=ls_id)
+            outcome = "created"
+        from django.utils import timezone
+
+        Assignment.objects.update_or_create(
+            image=image, annotator=user,
+            defaults={"status": Assignment.Status.SUBMITTED, "finished_at": timezone.now(),
+                      "expires_at": timezone.now()},
+        )
+    return outcome
+
+
+def mirror_ls_deletions(ls_ids: list[int]) -> str:
+    from annotation.models import Assignment
+
+    with transaction.atomic():
+        doomed = list(ExpertAnnotation.objects.select_for_update().filter(ls_annotation_id__in=ls_ids))
+        for annotation in doomed:
+            Assignment.objects.filter(image=annotation.image_id, annotator=annotation.annotator_id).update(
+                status=Assignment.Status.RELEASED)
+            annotation.delete()
+    return f"deleted {len(doomed)}" if doomed else "unchanged"
+
+
+def reconcile_label_studio(*, dataset: Dataset | None = None) -> dict:
+    """Pull every annotation from Label Studio that the webhook may have missed, drop local
+    copies of annotations deleted there, then flush the outbox. Idempotent."""
+    from annotation import labelstudio
+    from annotation.models import OutboxMessage
+
+    stats: dict[str, int] = {}
+    if not labelstudio.is_configured():
+        return {"skipped": 1}
+    datasets = [dataset] if dataset else list(Dataset.objects.exclude(ls_project_id=None))
+    ls = labelstudio.client()
+    for ds in datasets:
+        seen: set[int] = set()
+        with labelstudio._translate_errors():
+            tasks = list(ls.tasks.list(project=ds.ls_project_id, fields="all"))
+        for task in tasks:
+            for ann in task.annotations or []:
+                data = ann if isinstance(ann, dict) else ann.model_dump()
+                if data.get("ground_truth"):
+                    continue
+                seen.add(data["id"])
+                try:
+                    outcome = mirror_ls_annotation(data, task_id=task.id, task_data=task.data)
+                except WebhookPayloadError as exc:
+                    log.warning("reconcile: %s", exc)
+                    outcome = "invalid"
+                key = outcome.split(":")[0]
+                stats[key] = stats.get(key, 0) + 1
+        pending = OutboxMessage.objects.filter(
+            kind=OutboxMessage.Kind.PUSH_ANNOTATION, status=OutboxMessage.Status.PENDING
+        ).values_list("object_id", flat=True)
+        gone = (
+            ExpertAnnotation.objects.filter(image__dataset=ds).exclude(ls_annotation_id=None)
+            .exclude(ls_annotation_id__in=seen).exclude(pk__in=list(pending))
+            .values_list("ls_annotation_id", flat=True)
+        )
+        gone = list(gone)
+        if gone:
+            mirror_ls_deletions(gone)
+            stats["deleted"] = stats.get("deleted", 0) + len(gone)
+    flushed = flush_outbox()
+    stats["pushed"] = flushed["done"]
+    return stats

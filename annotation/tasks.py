@@ -8,3 +8,19 @@ def run_import_job_task(job_id: int) -> str:
     from annotation.services import run_import_job
 
     return run_import_job(job_id).status
+
+
+@shared_task(name="annotation.flush_outbox", acks_late=True, ignore_result=True)
+def flush_outbox_task() -> dict:
+    from annotation.services import flush_outbox
+
+    return flush_outbox()
+
+
+@shared_task(name="annotation.reconcile_label_studio", acks_late=True)
+def reconcile_label_studio_task(dataset_id: int | None = None) -> dict:
+    from annotation.models import Dataset
+    from annotation.services import reconcile_label_studio
+
+    dataset = Dataset.objects.get(pk=dataset_id) if dataset_id else None
+    return reconcile_label_studio(dataset=dataset)

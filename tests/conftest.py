@@ -60,3 +60,43 @@ def celery_worker(transactional_db):
         shutdown_timeout=30,
     ) as worker:
         yield worker
+
+
+# --- Label Studio: one real server per test session -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def label_studio_server(tmp_path_factory):
+    """A real Label Studio (its own virtualenv, .venv-ls) on a free loopback port, started once.
+
+    Its local-files document root is a session media folder; tests that use it point
+    MEDIA_ROOT there (fixture ``label_studio``). Tests may stop() and start() it."""
+    from annotation.ls_server import LabelStudioServer
+    from tests.helpers import free_port
+
+    base = tmp_path_factory.mktemp("label-studio")
+    server = LabelStudioServer(
+        data_dir=base / "data", port=free_port(), document_root=base / "media",
+        log_path=ARTIFACTS / "label-studio.log" if ARTIFACTS.parent.exists() else None,
+    )
+    (base / "media").mkdir()
+    server.start(timeout=240)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def label_studio(label_studio_server, settings):
+    """Settings pointing at the session's Label Studio (webhook URL left empty: tests that want
+    webhooks set LABEL_STUDIO_WEBHOOK_URL to their live server)."""
+    from annotation import labelstudio
+
+    if label_studio_server.process is None or label_studio_server.process.poll() is not None:
+        label_studio_server.start()
+    settings.LABEL_STUDIO_URL = label_studio_server.url
+    settings.LABEL_STUDIO_TOKEN = label_studio_server.credentials.token
+    settings.LABEL_STUDIO_WEBHOOK_SECRET = "test-webhook-secret"
+    settings.LABEL_STUDIO_WEBHOOK_URL = ""
+    settings.MEDIA_ROOT = str(label_studio_server.document_root)
+    labelstudio._client.cache_clear()
+    return label_studio_server

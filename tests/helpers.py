@@ -41,6 +41,7 @@ def test_db_env() -> dict:
     from django.db import connection
 
     env = os.environ.copy()
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for browser tests only; never in the platform
     db = connection.settings_dict
     if db["ENGINE"].endswith("postgresql"):
         env["DATABASE_URL"] = (

@@ -146,9 +146,9 @@ class NavItem:
 #: Navigation, in order. Items whose URL does not exist (yet) are left out.
 NAV: tuple[NavItem, ...] = (
     NavItem("Dashboard", "home"),
-    NavItem("My queue", "annotation:queue", (Role.PATHOLOGIST,)),
+    NavItem("My queue", "annotate:queue", (Role.PATHOLOGIST,)),
     NavItem("Disputes", "annotation:disputes", (Role.REVIEWER,)),
-    NavItem("Datasets", "annotation:datasets"),
+    NavItem("Datasets", "annotation:datasets", (Role.PATHOLOGIST, Role.REVIEWER, Role.ADMIN)),
     NavItem("Import", "annotation:import", (Role.ADMIN,)),
     NavItem("Training", "training:runs", (Role.ADMIN,)),
     NavItem("Rounds", "inference:rounds", (Role.ADMIN,)),
@@ -168,8 +168,11 @@ def nav_for(user, current_path: str = "") -> list[dict]:
             url = reverse(item.url_name)
         except NoReverseMatch:
             continue
-        active = current_path == url if url == "/" else current_path.startswith(url)
-        items.append({"label": item.label, "url": url, "active": active})
+        items.append({"label": item.label, "url": url, "active": False})
+    # the item whose URL is the longest prefix of the current page is the one we are on
+    matches = [i for i in items if (current_path == i["url"] if i["url"] == "/" else current_path.startswith(i["url"]))]
+    if matches:
+        max(matches, key=lambda i: len(i["url"]))["active"] = True
     return items
 
 

@@ -1,8 +1,6 @@
-from django.conf import settings
-from django.conf.urls.static import static
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cytoloop import views
@@ -13,11 +11,12 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("system/", views.system, name="system"),
+    path("datasets/", include("annotation.urls")),
+    path("annotate/", include("annotation.annotate_urls")),
+    # images and thumbnails, to logged-in users only (the login middleware covers this view)
+    path("media/<path:path>", views.media, name="media"),
     path("admin/", admin.site.urls),
+    path("api/", include("annotation.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
-
-if settings.DEBUG:
-    # local only; production serves media through the web server
-    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -1,10 +1,15 @@
-"""Platform pages: dashboard, system status, /healthz."""
+"""Platform pages: dashboard, system status, /healthz, media files (logged-in users only)."""
+
+import mimetypes
+from pathlib import PurePosixPath
 
 from django.contrib.auth.decorators import login_not_required
-from django.http import JsonResponse
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from cytoloop.health import all_checks, overall
 from cytoloop.roles import Role, role_required, user_roles
@@ -33,3 +38,57 @@ def system(request):
     if request.htmx:
         return render(request, "cytoloop/system.html#checks", context)
     return render(request, "cytoloop/system.html", context)
+
+
+#: Types served inline; anything else is sent as a download so that no stored file can run as a
+#: page of this site.
+INLINE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".webp": "image/webp",
+}
+#: Media folders never served: browser uploads waiting for (or refused by) the import worker.
+PRIVATE_PREFIXES = ("uploads/",)
+
+
+def _media_name(path: str) -> str:
+    """``path`` as a storage name, or Http404 for anything that could leave the media folder."""
+    if not path or "\\" in path or "\x00" in path or path.startswith("/"):
+        raise Http404("no such file")
+    parts = PurePosixPath(path).parts
+    if any(part in ("..", ".", "") or part.startswith(".") for part in parts):
+        raise Http404("no such file")
+    name = "/".join(parts)
+    if name.startswith(PRIVATE_PREFIXES):
+        raise Http404("no such file")
+    return name
+
+
+@require_safe
+def media(request, path):
+    """A stored file (image, thumbnail, artifact) for a logged-in user; the login middleware
+    sends everyone else to the login page."""
+    name = _media_name(path)
+    try:
+        handle = default_storage.open(name, "rb")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, SuspiciousFileOperation):
+        raise Http404("no such file") from None
+    except OSError:
+        raise Http404("no such file") from None
+    suffix = PurePosixPath(name).suffix.lower()
+    content_type = INLINE_TYPES.get(suffix)
+    attachment = content_type is None
+    if attachment:
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if content_type.startswith(("text/html", "image/svg", "application/xhtml", "text/xml")):
+            content_type = "application/octet-stream"
+    response = FileResponse(
+        handle, content_type=content_type, as_attachment=attachment,
+        filename=PurePosixPath(name).name,
+    )
+    response["Cache-Control"] = "private, max-age=86400"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -10,7 +10,8 @@ LONG_SECRET = "x7#Kp2!vQz9@Lm4$Rt8^Wn3&Yb6*Hc1(Jd5)Fg0-Se+Ua=Ix~Oe"
 
 
 def _env(**overrides):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE")}
     env.update(overrides)
     return env
 

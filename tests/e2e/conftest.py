@@ -18,12 +18,19 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _allow_orm_beside_playwright(monkeypatch):
+@pytest.fixture(scope="session", autouse=True)
+def _allow_orm_beside_playwright():
     """Playwright's sync API runs an event loop in the test thread; the test's own ORM calls
-    (setting up data for the live server) would otherwise be refused as async-unsafe. Only for
-    browser tests, never in the platform's processes."""
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    (setting up data, and the live server's database flush at teardown) would otherwise be
+    refused as async-unsafe. Only for browser tests: child processes never inherit it
+    (tests/helpers.py strips it)."""
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if before is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 @pytest.fixture(scope="session")

@@ -172,6 +172,7 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # the filesystem transport has no host name; kombu warns about it on every connection
         "kombu.connection": {"level": "ERROR"},
+        "httpx": {"level": "WARNING"},
     },
 }
 
@@ -179,3 +180,14 @@ LOGGING = {
 #: Real CRIC Pap smear images (CC BY 4.0); the demo includes them when the folder exists.
 CRIC_DIR = Path(env.str("CRIC_DIR", default=str(BASE_DIR.parent / "shared" / "data" / "cric-dev")))
 DEMO_SYNTHETIC_IMAGES = env.int("DEMO_SYNTHETIC_IMAGES", default=24)
+#: where Label Studio sends annotation events (the platform's webhook), and the shared secret
+LABEL_STUDIO_WEBHOOK_URL = env.str("LABEL_STUDIO_WEBHOOK_URL", default="")
+LABEL_STUDIO_WEBHOOK_SECRET = env.str("LABEL_STUDIO_WEBHOOK_SECRET", default="")
+#: minutes an image stays locked to the expert it was handed to
+ANNOTATION_LOCK_MINUTES = env.int("ANNOTATION_LOCK_MINUTES", default=30)
+
+CELERY_BEAT_SCHEDULE = {
+    "flush-label-studio-outbox": {"task": "annotation.flush_outbox", "schedule": 30.0},
+    "reconcile-label-studio": {"task": "annotation.reconcile_label_studio", "schedule": 300.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -17,3 +17,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# one test database per pytest process, so that runs side by side (a developer's and CI's,
+# or several helpers') never drop each other's database
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": f"test_cytoloop_{os.getpid()}"}  # noqa: F405

@@ -1,0 +1,156 @@
+"""The pathologist's pages: the queue and the embedded Label Studio editor.
+
+The editor (Label Studio's front-end bundle, npm @heartexlabs/label-studio 1.4.0, vendored into
+static/vendor/label-studio/) runs in a page of its own shown in an <iframe>: its stylesheet
+carries antd's global reset, which would otherwise restyle the platform around it. The editor
+page posts the boxes to /api/annotations/ and tells the annotate page, which moves on.
+
+Blind rule: the editor receives the user's own annotation only (selectors.own_annotations),
+never another expert's, and no model predictions unless ANNOTATE_SHOW_PREDICTIONS is set.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.middleware.csrf import get_token
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_GET, require_POST
+
+from annotation import labelstudio, selectors, services
+from annotation.bethesda import BETHESDA, DESCRIPTIONS
+from annotation.models import Assignment, Image
+from cytoloop.roles import Role, role_required
+
+RECENT = 12
+#: Assignment states that let a pathologist open an image in the editor.
+OPEN_STATES = (Assignment.Status.ACTIVE, Assignment.Status.SUBMITTED)
+
+
+def _classes() -> list[dict]:
+    return [
+        {"label": name, "hotkey": str(i), "colour": labelstudio.LABEL_COLOURS[name], "description": DESCRIPTIONS[name]}
+        for i, name in enumerate(BETHESDA, start=1)
+    ]
+
+
+def _assignment(request, image: Image) -> Assignment | None:
+    """The user's assignment that lets them open ``image`` (active or submitted), or None."""
+    return Assignment.objects.filter(image=image, annotator=request.user, status__in=OPEN_STATES).first()
+
+
+def _denied(request, template: str, image: Image):
+    return render(request, template, {"denied": True, "image": image}, status=403)
+
+
+def _go_next(request):
+    """Claim the next image of the user's queue (or the one they hold) and open it."""
+    assignment = services.next_assignment(annotator=request.user)
+    if assignment is None:
+        messages.info(request, "Nothing left in your queue: every image assigned to you is done. Thank you!")
+        return redirect("annotate:queue")
+    return redirect("annotate:annotate", image_id=assignment.image_id)
+
+
+def _image_url(image: Image) -> str:
+    """The URL the editor loads (same origin, /media/). Browsers cannot draw TIFF: its JPEG
+    preview keeps the aspect ratio, and Label Studio's boxes are in percent of the image."""
+    if image.format == "TIFF" and services.ensure_thumbnail(image=image):
+        return image.thumbnail.url
+    return image.file.url
+
+
+@role_required(Role.PATHOLOGIST)
+@require_GET
+def queue(request):
+    progress = services.queue_progress(annotator=request.user)
+    current = (
+        Assignment.objects.filter(annotator=request.user, status=Assignment.Status.ACTIVE)
+        .select_related("image", "image__dataset").first()
+    )
+    recent = list(selectors.own_annotations(request.user).select_related("image", "image__dataset")[:RECENT])
+    return render(request, "annotation/queue.html", {
+        "progress": progress,
+        "percent": round(100 * progress["done"] / progress["assigned"]) if progress["assigned"] else 0,
+        "current": current,
+        "recent": recent,
+    })
+
+
+@role_required(Role.PATHOLOGIST)
+@require_POST
+def next_image(request):
+    return _go_next(request)
+
+
+@role_required(Role.PATHOLOGIST)
+@require_POST
+def skip(request, image_id: int):
+    image = get_object_or_404(Image, pk=image_id)
+    try:
+        services.skip_assignment(image=image, annotator=request.user)
+    except services.NotAssigned:
+        messages.error(request, f"{image.original_name} was not yours to skip (already submitted, skipped or released).")
+        return redirect("annotate:queue")
+    messages.info(request, f"Skipped {image.original_name}.")
+    return _go_next(request)
+
+
+@role_required(Role.PATHOLOGIST)
+@require_GET
+def annotate(request, image_id: int):
+    image = get_object_or_404(Image.objects.select_related("dataset"), pk=image_id)
+    assignment = _assignment(request, image)
+    if assignment is None:
+        return _denied(request, "annotation/annotate.html", image)
+    return render(request, "annotation/annotate.html", {
+        "image": image,
+        "dataset": image.dataset,
+        "assignment": assignment,
+        "submitted": assignment.status == Assignment.Status.SUBMITTED,
+        "classes": _classes(),
+        "progress": services.queue_progress(annotator=request.user),
+        "editor_url": reverse("annotate:editor", args=[image.pk]),
+    })
+
+
+@role_required(Role.PATHOLOGIST)
+@require_GET
+@xframe_options_sameorigin
+def editor(request, image_id: int):
+    image = get_object_or_404(Image, pk=image_id)
+    if _assignment(request, image) is None:
+        return _denied(request, "annotation/editor.html", image)
+    user = request.user
+    own = selectors.own_annotations(user).filter(image=image).first()
+    annotations = []
+    if own is not None:
+        annotations.append({
+            "id": own.pk,
+            "result": labelstudio.boxes_to_result([b.as_box() for b in own.boxes.all()], image.width, image.height),
+        })
+    predictions = []
+    if getattr(settings, "ANNOTATE_SHOW_PREDICTIONS", False):
+        boxes = [b.as_box() for b in selectors.image_predictions(image)]
+        if boxes:
+            predictions.append({
+                "id": f"pred-{image.pk}",
+                "model_version": "pre-annotation",
+                "result": labelstudio.boxes_to_result(boxes, image.width, image.height, with_score=True),
+            })
+    editor_data = {
+        "config": labelstudio.label_config(),
+        "user": {"pk": user.pk, "firstName": user.first_name or user.get_username(), "lastName": user.last_name},
+        "task": {
+            "id": image.pk,
+            "data": {"image": _image_url(image)},
+            "annotations": annotations,
+            "predictions": predictions,
+        },
+        "image": {"id": image.pk, "width": image.width, "height": image.height},
+        "submitUrl": reverse("api-annotations"),
+        "csrfToken": get_token(request),
+    }
+    return render(request, "annotation/editor.html", {"image": image, "editor_data": editor_data})

@@ -1,0 +1,148 @@
+"""Label Studio as a managed process: its own virtualenv, loopback, SQLite data dir.
+
+Label Studio pins its own Django REST framework, drf-spectacular and redis versions, so it
+lives in its own virtualenv (.venv-ls, made by `make labelstudio`). This module starts and stops
+it; `make run` and the test fixture use it. No Django import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_VENV = ROOT / ".venv-ls"
+PINNED_VERSION = "1.23.2"
+
+
+class LabelStudioError(RuntimeError):
+    pass
+
+
+@dataclass
+class Credentials:
+    """The admin account and preset API token, generated once per data dir."""
+
+    username: str = "admin@cytoloop.local"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    token: str = field(default_factory=lambda: secrets.token_hex(20))  # legacy token: 40 chars
+    webhook_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Credentials:
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        creds = cls()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(creds), indent=2) + "\n")
+        path.chmod(0o600)
+        return creds
+
+
+@dataclass
+class LabelStudioServer:
+    data_dir: Path
+    port: int = 8080
+    host: str = "127.0.0.1"
+    document_root: Path | None = None  # local-files serving root (the platform's MEDIA_ROOT)
+    venv: Path = DEFAULT_VENV
+    credentials: Credentials | None = None
+    log_path: Path | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if self.credentials is None:
+            self.credentials = Credentials.load_or_create(self.data_dir / "cytoloop-credentials.json")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def executable(self) -> Path:
+        return Path(self.venv) / "bin" / "label-studio"
+
+    def env(self) -> dict[str, str]:
+        creds = self.credentials
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL"))}
+        env.update(
+            LABEL_STUDIO_USERNAME=creds.username,
+            LABEL_STUDIO_PASSWORD=creds.password,
+            LABEL_STUDIO_USER_TOKEN=creds.token,
+            LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+            LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+            COLLECT_ANALYTICS="false",
+            LATEST_VERSION_CHECK="false",
+            SENTRY_DSN="",
+            FRONTEND_SENTRY_DSN="",
+            DJANGO_DB="sqlite",
+            # webhooks go to the platform on loopback; production keeps protection on instead
+            SSRF_PROTECTION_ENABLED="false",
+            LABEL_STUDIO_HOST=self.url,
+        )
+        if self.document_root is not None:
+            env.update(
+                LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
+                LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(self.document_root),
+            )
+        return env
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=timeout) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def start(self, *, timeout: float = 180.0) -> None:
+        """Start the server and wait until /health answers (first start migrates: ~30 s)."""
+        if not self.executable.exists():
+            raise LabelStudioError(
+                f"Label Studio is not installed at {self.venv}: run `make labelstudio`"
+            )
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path or self.data_dir / "label-studio.log", "ab")
+        self.process = subprocess.Popen(
+            [str(self.executable), "start", "--no-browser", "--internal-host", self.host,
+             "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LabelStudioError(
+                    f"Label Studio exited with {self.process.returncode}; see {self.data_dir}/label-studio.log"
+                )
+            if self.healthy():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise LabelStudioError(f"Label Studio did not answer on {self.url}/health within {timeout:.0f} s")
+
+    def stop(self, *, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.process = None
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+        # wait for the port to close so a restart can bind it
+        deadline = time.monotonic() + timeout
+        while self.healthy(timeout=0.5) and time.monotonic() < deadline:
+            time.sleep(0.2)
