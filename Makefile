@@ -7,7 +7,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 
-.PHONY: run test bench lint static install install-dev chromium clean help
+LSVENV := .venv-ls
+LABEL_STUDIO_VERSION := 1.23.2
+
+.PHONY: run test bench lint static install install-dev labelstudio chromium clean help
 
 help:
 	@echo "make run    - set up and start the platform on embedded defaults (SQLite, filesystem broker)"
@@ -25,6 +28,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Label Studio pins its own Django REST framework, drf-spectacular and redis: its own virtualenv
+$(LSVENV)/.installed:
+	test -x $(LSVENV)/bin/python || $(PYTHON) -m venv $(LSVENV)
+	$(LSVENV)/bin/python -m pip install -q --upgrade pip
+	$(LSVENV)/bin/python -m pip install -q "label-studio==$(LABEL_STUDIO_VERSION)"
+	touch $@
+
+labelstudio: $(LSVENV)/.installed
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
@@ -34,14 +46,14 @@ node_modules/.package-lock.json: package.json package-lock.json
 static: node_modules/.package-lock.json
 	node scripts/vendor.mjs
 
-run: install static
+run: install static labelstudio
 	@bash scripts/run.sh $(HOST) $(PORT)
 
 chromium:
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium for browser tests"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core; }
 
-test: install-dev static chromium
+test: install-dev static labelstudio chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install-dev
@@ -51,4 +63,4 @@ lint: install-dev
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf var/ node_modules/ static/vendor/
+	rm -rf var/ node_modules/ static/vendor/ $(LSVENV)/

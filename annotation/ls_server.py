@@ -146,3 +146,57 @@ class LabelStudioServer:
         deadline = time.monotonic() + timeout
         while self.healthy(timeout=0.5) and time.monotonic() < deadline:
             time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m annotation.ls_server serve ...`: run Label Studio in the foreground for `make run`,
+    writing the connection file the platform's local settings read (URL, token, webhook secret)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m annotation.ls_server", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start Label Studio and keep it running until stopped")
+    serve.add_argument("--data-dir", required=True, type=Path, help="Label Studio's SQLite data folder")
+    serve.add_argument("--port", type=int, default=8080, help="loopback port (default 8080)")
+    serve.add_argument("--document-root", required=True, type=Path,
+                       help="folder Label Studio may serve image files from (the platform's MEDIA_ROOT)")
+    serve.add_argument("--connection-file", required=True, type=Path,
+                       help="where to write {url, token, webhook_secret} for the platform")
+    serve.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="Label Studio's virtualenv")
+    args = parser.parse_args(argv)
+
+    args.document_root.mkdir(parents=True, exist_ok=True)
+    server = LabelStudioServer(data_dir=args.data_dir, port=args.port, document_root=args.document_root,
+                               venv=args.venv)
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    started = time.monotonic()
+    try:
+        server.start()
+    except LabelStudioError as exc:
+        print(f"label-studio: {exc}", flush=True)
+        return 1
+    creds = server.credentials
+    args.connection_file.parent.mkdir(parents=True, exist_ok=True)
+    args.connection_file.write_text(json.dumps(
+        {"url": server.url, "token": creds.token, "webhook_secret": creds.webhook_secret,
+         "admin": creds.username, "password": creds.password}, indent=2) + "\n")
+    args.connection_file.chmod(0o600)
+    print(f"label-studio: up at {server.url} in {time.monotonic() - started:.0f} s", flush=True)
+    try:
+        while not stopping and server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+    finally:
+        server.stop()
+        args.connection_file.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -27,8 +27,13 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=1, help="processes/threads (default 1)")
         parser.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
         parser.add_argument("--hostname", default=None, help="worker node name (default celery@HOST)")
+        parser.add_argument(
+            "--beat", action="store_true",
+            help="also run the periodic scheduler (Label Studio outbox flush and reconcile); "
+                 "exactly one process of a deployment should",
+        )
 
-    def handle(self, *args, queues, pool, concurrency, loglevel, hostname, **options):
+    def handle(self, *args, queues, pool, concurrency, loglevel, hostname, beat, **options):
         from cytoloop.celery import app
 
         argv = [
@@ -42,4 +47,8 @@ class Command(BaseCommand):
         ]
         if hostname:
             argv.append(f"--hostname={hostname}")
+        if beat:
+            from django.conf import settings
+
+            argv += ["--beat", f"--schedule={settings.CELERY_BEAT_SCHEDULE_FILENAME}"]
         app.worker_main(argv)
