@@ -1,5 +1,8 @@
 # CytoLoop: make run | make test | make bench | make lint   (see README.md)
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# this machine's pip configuration warns about every missing local index entry; keep real errors
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,19 +23,19 @@ help:
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --upgrade pip setuptools wheel $(QUIET_PIP)
+	$(PY) -m pip install -q -e . $(QUIET_PIP)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' $(QUIET_PIP)
 	touch $@
 
 # Label Studio pins its own Django REST framework, drf-spectacular and redis: its own virtualenv
 $(LSVENV)/.installed:
 	test -x $(LSVENV)/bin/python || $(PYTHON) -m venv $(LSVENV)
-	$(LSVENV)/bin/python -m pip install -q --upgrade pip
-	$(LSVENV)/bin/python -m pip install -q "label-studio==$(LABEL_STUDIO_VERSION)"
+	$(LSVENV)/bin/python -I -m pip install -q --upgrade pip $(QUIET_PIP)
+	$(LSVENV)/bin/python -I -m pip install -q "label-studio==$(LABEL_STUDIO_VERSION)" $(QUIET_PIP)
 	touch $@
 
 labelstudio: $(LSVENV)/.installed
