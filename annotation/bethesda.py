@@ -65,3 +65,28 @@ def label_name(index: int) -> str:
     if not 0 <= int(index) < NUM_CLASSES:
         raise UnknownLabel(f"label index {index} out of range 0..{NUM_CLASSES - 1}")
     return BETHESDA[int(index)]
+
+
+#: Clinical cost of calling a cell of the row's class as the column's class (rows: truth).
+#: Missing a high-grade lesion (HSIL/SCC called NILM) costs most; over-calling costs a follow-up.
+#: Used to rank disputes for reviewers and by the ordinal cost uncertainty strategy.
+CLINICAL_COST: tuple[tuple[float, ...], ...] = (
+    # NILM ASC-US LSIL ASC-H HSIL SCC   <- called as
+    (0.0, 1.0, 1.0, 2.0, 2.0, 3.0),    # NILM
+    (2.0, 0.0, 1.0, 1.0, 2.0, 3.0),    # ASC-US
+    (3.0, 1.0, 0.0, 1.0, 1.0, 2.0),    # LSIL
+    (6.0, 4.0, 3.0, 0.0, 1.0, 2.0),    # ASC-H
+    (10.0, 7.0, 5.0, 1.0, 0.0, 1.0),   # HSIL
+    (12.0, 9.0, 7.0, 2.0, 1.0, 0.0),   # SCC
+)
+
+
+def disagreement_risk(labels) -> float:
+    """Clinical risk of a set of disagreeing opinions (Bethesda indices): the largest cost of
+    either opinion being the truth and the other the call. NILM vs HSIL scores 10, ASC-H vs HSIL 1."""
+    present = sorted({int(i) for i in labels})
+    worst = 0.0
+    for a in present:
+        for b in present:
+            worst = max(worst, CLINICAL_COST[a][b])
+    return worst

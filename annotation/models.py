@@ -285,3 +285,113 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.object_id} ({self.status})"
+
+
+class Cluster(models.Model):
+    """Experts' boxes that mark the same cell cluster on one image, with their vote.
+
+    Computed by consensus (annotation/consensus.py) from the image's expert annotations;
+    disputed clusters go to reviewers, whose decisions are recorded in AuditEntry."""
+
+    class Status(models.TextChoices):
+        AGREED = "agreed"
+        DISPUTED = "disputed"
+        RESOLVED = "resolved", "resolved by a reviewer"
+        REJECTED = "rejected", "rejected (not a lesion)"
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="clusters")
+    x = models.FloatField()
+    y = models.FloatField()
+    width = models.FloatField()
+    height = models.FloatField()
+    label = models.CharField(max_length=8, choices=LABEL_CHOICES, help_text="the vote's winner")
+    votes = models.JSONField(help_text="vote distribution over the six classes (sums to 1)")
+    members = models.JSONField(help_text="[{annotation, box, expert, label, x, y, width, height}]")
+    status = models.CharField(max_length=10, choices=Status.choices, db_index=True)
+    reasons = models.JSONField(default=list, blank=True)
+    vote_share = models.FloatField()
+    mean_iou = models.FloatField()
+    n_experts_found = models.PositiveSmallIntegerField()
+    n_experts = models.PositiveSmallIntegerField()
+    #: clinical risk of the disagreement (higher first in the reviewers' queue)
+    risk = models.FloatField(default=0.0, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="resolved_clusters")
+
+    class Meta:
+        ordering = ["image", "id"]
+        indexes = [models.Index(fields=["status", "-risk", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"cluster {self.pk} on image {self.image_id}: {self.label} ({self.status})"
+
+    def as_box(self) -> Box:
+        return Box(self.x, self.y, self.width, self.height, self.label)
+
+
+class ConsensusState(models.Model):
+    """What the image's current clusters were computed from, so reruns on the same
+    annotations change nothing."""
+
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, related_name="consensus_state")
+    signature = models.CharField(max_length=64)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"consensus of image {self.image_id}"
+
+
+class AuditEntry(models.Model):
+    """Append-only record of every review decision: who, when, before, after."""
+
+    class Action(models.TextChoices):
+        SET_LABEL = "set_label"
+        ADJUST_BOX = "adjust_box"
+        REJECT = "reject"
+        ACCEPT = "accept"
+        REQUEST_EXPERT = "request_expert"
+        COMMENT = "comment"
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="audit_entries")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="audit_entries")
+    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries")
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} on image {self.image_id}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValueError("audit entries are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("audit entries are append-only")
+
+
+class ExpertReliability(models.Model):
+    """Each expert's reliability on a dataset, by Dawid-Skene over its clusters (see
+    annotation.agreement); consensus may weight votes by it (CONSENSUS_WEIGHTING=reliability)."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="reliabilities")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reliabilities")
+    reliability = models.FloatField()
+    agreement = models.FloatField(help_text="share of this expert's cluster labels equal to consensus")
+    n_clusters = models.PositiveIntegerField()
+    confusion = models.JSONField(help_text="6x6 counts: rows consensus label, columns this expert's label")
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [UniqueConstraint(fields=["dataset", "user"], name="one_reliability_per_expert_per_dataset")]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.dataset}: {self.reliability:.2f}"

@@ -689,6 +689,7 @@ def submit_annotation(*, image: Image, annotator, boxes: list[Box], origin: str 
         assignment.finished_at = timezone.now()
         assignment.save(update_fields=["status", "finished_at"])
         enqueue_outbox(kind=OutboxMessage.Kind.PUSH_ANNOTATION, object_id=annotation.pk)
+        queue_consensus(image.pk)
     return annotation
 
 
@@ -785,6 +786,17 @@ def _deliver(msg) -> None:
             pk=msg.object_id).first()
         if annotation is not None:  # deleted meanwhile: nothing to send
             labelstudio.push_annotation(annotation)
+    elif msg.kind == OutboxMessage.Kind.PUSH_GROUND_TRUTH:
+        image = Image.objects.select_related("dataset").filter(pk=msg.object_id).first()
+        if image is not None:
+            truth = [b.as_box() for b in image.ground_truth.filter(
+                source__in=[GroundTruthBox.Source.CONSENSUS, GroundTruthBox.Source.REVIEW])]
+            reviewer = (image.clusters.exclude(resolved_by=None).order_by("-resolved_at")
+                        .values_list("resolved_by", flat=True).first())
+            from django.contrib.auth import get_user_model
+
+            labelstudio.push_ground_truth(
+                image, truth, reviewer=get_user_model().objects.filter(pk=reviewer).first() if reviewer else None)
     elif msg.kind == OutboxMessage.Kind.PUSH_TASKS:
         labelstudio.push_images(Dataset.objects.get(pk=msg.object_id))
     else:
@@ -888,6 +900,7 @@ def mirror_ls_annotation(ann: dict, *, task_id: int, task_data: dict | None = No
             defaults={"status": Assignment.Status.SUBMITTED, "finished_at": timezone.now(),
                       "expires_at": timezone.now()},
         )
+        queue_consensus(image.pk)
     return outcome
 
 
@@ -900,6 +913,7 @@ def mirror_ls_deletions(ls_ids: list[int]) -> str:
             Assignment.objects.filter(image=annotation.image_id, annotator=annotation.annotator_id).update(
                 status=Assignment.Status.RELEASED)
             annotation.delete()
+            queue_consensus(annotation.image_id)
     return f"deleted {len(doomed)}" if doomed else "unchanged"
 
 
@@ -946,3 +960,378 @@ def reconcile_label_studio(*, dataset: Dataset | None = None) -> dict:
     flushed = flush_outbox()
     stats["pushed"] = flushed["done"]
     return stats
+
+
+# --- consensus ------------------------------------------------------------------------------------
+
+
+def consensus_config():
+    from django.conf import settings
+
+    from annotation.consensus import ConsensusConfig
+
+    return ConsensusConfig(
+        iou_threshold=settings.CONSENSUS_IOU_THRESHOLD,
+        quorum=settings.CONSENSUS_QUORUM,
+        weak_iou=settings.CONSENSUS_WEAK_IOU,
+        box_method=settings.CONSENSUS_BOX_METHOD,
+    )
+
+
+def required_experts(image: Image) -> int:
+    """N for this image: the dataset's experts per image plus extra experts reviewers asked for."""
+    from annotation.models import Assignment
+
+    return image.dataset.experts_per_image + Assignment.objects.filter(image=image, extra=True).count()
+
+
+def _annotation_rows(image_ids) -> dict[int, list]:
+    """{image_id: [(annotation_id, annotator_id, [(box_id, Box), ...]), ...]} in two queries."""
+    rows: dict[int, dict[int, tuple]] = {}
+    for ann_id, image_id, annotator_id in ExpertAnnotation.objects.filter(image_id__in=image_ids).values_list(
+        "id", "image_id", "annotator_id"
+    ):
+        rows.setdefault(image_id, {})[ann_id] = (ann_id, annotator_id, [])
+    boxes = ExpertBox.objects.filter(annotation__image_id__in=image_ids).values_list(
+        "id", "annotation_id", "annotation__image_id", "x", "y", "width", "height", "label"
+    ).order_by("annotation_id", "id")
+    for box_id, ann_id, image_id, x, y, w, h, label in boxes:
+        rows[image_id][ann_id][2].append((box_id, Box(x, y, w, h, label)))
+    return {image_id: sorted(anns.values()) for image_id, anns in rows.items()}
+
+
+def _signature(rows) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for ann_id, annotator_id, boxes in rows:
+        digest.update(f"{ann_id}:{annotator_id};".encode())
+        for box_id, b in boxes:
+            digest.update(f"{box_id},{b.x!r},{b.y!r},{b.width!r},{b.height!r},{b.label}|".encode())
+    return digest.hexdigest()
+
+
+def _reliability_weights(dataset_id: int) -> dict[str, float] | None:
+    from django.conf import settings
+
+    from annotation.models import ExpertReliability
+
+    if settings.CONSENSUS_WEIGHTING != "reliability":
+        return None
+    weights = dict(ExpertReliability.objects.filter(dataset_id=dataset_id).values_list("user_id", "reliability"))
+    return {str(k): max(v, 1e-6) for k, v in weights.items()} or None
+
+
+def _build_consensus(image_id: int, rows, config, weights):
+    """Unsaved Cluster rows and consensus ground-truth boxes for one image."""
+    from annotation.bethesda import BETHESDA, disagreement_risk
+    from annotation.consensus import merge
+    from annotation.models import Cluster
+
+    by_expert = {str(annotator_id): [b for _, b in boxes] for _, annotator_id, boxes in rows}
+    box_ids = {str(annotator_id): [(ann_id, box_id) for box_id, _ in boxes] for ann_id, annotator_id, boxes in rows}
+    expert_weights = None
+    if weights:
+        expert_weights = {e: weights.get(e, 1.0) for e in by_expert}
+    results = merge(by_expert, n_experts=len(by_expert), weights=expert_weights, config=config)
+    clusters, truth = [], []
+    for r in results:
+        members = []
+        labels = set()
+        for expert, index in r.members:
+            ann_id, box_id = box_ids[expert][index]
+            b = by_expert[expert][index]
+            members.append({"annotation": ann_id, "box": box_id, "expert": int(expert), "label": b.label,
+                            "x": b.x, "y": b.y, "width": b.width, "height": b.height})
+            labels.add(BETHESDA.index(b.label))
+        if r.n_experts_found < len(by_expert):
+            labels.add(0)  # an expert who drew nothing there called it negative
+        clusters.append(Cluster(
+            image_id=image_id, x=r.box.x, y=r.box.y, width=r.box.width, height=r.box.height,
+            label=r.label, votes=list(r.votes), members=members, status=r.status, reasons=list(r.reasons),
+            vote_share=r.vote_share, mean_iou=r.mean_iou, n_experts_found=r.n_experts_found,
+            n_experts=len(by_expert), risk=0.0 if r.agreed else disagreement_risk(labels),
+        ))
+        if r.agreed:
+            truth.append(GroundTruthBox(image_id=image_id, x=r.box.x, y=r.box.y, width=r.box.width,
+                                        height=r.box.height, label=r.label, source=GroundTruthBox.Source.CONSENSUS))
+    return clusters, truth
+
+
+def _store_consensus(built: dict[int, tuple], signatures: dict[int, str]) -> None:
+    """Replace the computed (not reviewed) clusters of these images; a reviewer's decision stands:
+    a new cluster over a resolved or rejected one is dropped."""
+    from django.utils import timezone
+
+    from annotation.geometry import iou
+    from annotation.models import Cluster, ConsensusState
+
+    image_ids = list(built)
+    Cluster.objects.filter(image_id__in=image_ids, status__in=[Cluster.Status.AGREED, Cluster.Status.DISPUTED]).delete()
+    GroundTruthBox.objects.filter(image_id__in=image_ids, source=GroundTruthBox.Source.CONSENSUS).delete()
+    reviewed: dict[int, list[Box]] = {}
+    for c in Cluster.objects.filter(image_id__in=image_ids).only("image_id", "x", "y", "width", "height", "label"):
+        reviewed.setdefault(c.image_id, []).append(c.as_box())
+    new_clusters, new_truth = [], []
+    threshold = consensus_config().iou_threshold
+    for image_id, (clusters, truth) in built.items():
+        done = reviewed.get(image_id, [])
+        keep = [c for c in clusters if not any(iou(c.as_box(), d) >= threshold for d in done)]
+        kept_boxes = {(c.x, c.y, c.width, c.height) for c in keep if c.status == Cluster.Status.AGREED}
+        new_clusters += keep
+        new_truth += [t for t in truth if (t.x, t.y, t.width, t.height) in kept_boxes]
+    Cluster.objects.bulk_create(new_clusters, batch_size=2000)
+    GroundTruthBox.objects.bulk_create(new_truth, batch_size=2000)
+    now = timezone.now()
+    ConsensusState.objects.bulk_create(
+        [ConsensusState(image_id=i, signature=s) for i, s in signatures.items()], batch_size=2000,
+        update_conflicts=True, unique_fields=["image"], update_fields=["signature", "computed_at"],
+    )
+    Image.objects.filter(pk__in=image_ids, consensus_at=None).update(consensus_at=now)
+
+
+def compute_consensus(*, image: Image, force: bool = False) -> str:
+    """Merge the image's expert annotations into clusters once it has its N annotations.
+
+    Idempotent: the same annotations give "unchanged". Returns "not_ready", "unchanged" or
+    "computed". Agreed clusters become ground truth (source consensus)."""
+    from annotation.models import ConsensusState
+
+    with transaction.atomic():
+        Image.objects.select_for_update().filter(pk=image.pk).first()  # one computation per image at a time
+        rows = _annotation_rows([image.pk]).get(image.pk, [])
+        if len(rows) < required_experts(image) and not force:
+            return "not_ready"
+        signature = _signature(rows)
+        state = ConsensusState.objects.filter(image=image).first()
+        if state is not None and state.signature == signature and not force:
+            from django.utils import timezone
+
+            ConsensusState.objects.filter(pk=state.pk).update(computed_at=timezone.now())
+            return "unchanged"
+        built = _build_consensus(image.pk, rows, consensus_config(), _reliability_weights(image.dataset_id))
+        _store_consensus({image.pk: built}, {image.pk: signature})
+    return "computed"
+
+
+def recompute_dataset(*, dataset: Dataset, force: bool = False, chunk: int = 2000, progress: Progress | None = None) -> dict:
+    """Consensus for every image of ``dataset`` that has its N annotations, in bulk: two queries
+    and a few bulk writes per chunk of images. Unchanged images are skipped unless ``force``."""
+    from django.db.models import Count
+
+    from annotation.models import Assignment, ConsensusState
+
+    config = consensus_config()
+    weights = _reliability_weights(dataset.pk)
+    extra = dict(Assignment.objects.filter(image__dataset=dataset, extra=True).values("image_id")
+                 .annotate(n=Count("id")).values_list("image_id", "n"))
+    counts = dict(ExpertAnnotation.objects.filter(image__dataset=dataset).values("image_id")
+                  .annotate(n=Count("id")).values_list("image_id", "n"))
+    ready = sorted(i for i, n in counts.items() if n >= dataset.experts_per_image + extra.get(i, 0))
+    stats = {"images": len(ready), "computed": 0, "unchanged": 0,
+             "not_ready": Image.objects.filter(dataset=dataset).count() - len(ready)}
+    for start in range(0, len(ready), chunk):
+        ids = ready[start:start + chunk]
+        rows = _annotation_rows(ids)
+        old = dict(ConsensusState.objects.filter(image_id__in=ids).values_list("image_id", "signature"))
+        signatures = {i: _signature(rows.get(i, [])) for i in ids}
+        todo = [i for i in ids if force or old.get(i) != signatures[i]]
+        stats["unchanged"] += len(ids) - len(todo)
+        built = {i: _build_consensus(i, rows.get(i, []), config, weights) for i in todo}
+        with transaction.atomic():
+            if todo:
+                _store_consensus(built, {i: signatures[i] for i in todo})
+        stats["computed"] += len(todo)
+        if progress:
+            progress(min(start + chunk, len(ready)), len(ready))
+    return stats
+
+
+def queue_consensus(image_id: int) -> None:
+    """After commit: compute the image's consensus on a worker (the periodic sweep catches up
+    if the broker is down)."""
+
+    def kick():
+        from annotation.tasks import compute_consensus_task
+
+        try:
+            compute_consensus_task.apply_async((image_id,), retry=False)
+        except Exception as exc:
+            log.warning("consensus for image %s not queued (%s); the periodic sweep will do it", image_id, exc)
+
+    transaction.on_commit(kick)
+
+
+def consensus_sweep(*, limit: int = 500) -> dict:
+    """Images with their N annotations whose consensus is missing or older than an annotation."""
+    from django.db.models import Count, F, Max, OuterRef, Q, Subquery, Value
+    from django.db.models.functions import Coalesce
+
+    from annotation.models import ConsensusState
+
+    per_image = ExpertAnnotation.objects.filter(image=OuterRef("pk")).order_by().values("image")
+    stale = (
+        Image.objects.annotate(
+            n=Coalesce(Subquery(per_image.annotate(c=Count("id")).values("c")), Value(0)),
+            last=Subquery(per_image.annotate(m=Max("updated_at")).values("m")),
+            computed=Subquery(ConsensusState.objects.filter(image=OuterRef("pk")).values("computed_at")),
+        )
+        .filter(n__gte=F("dataset__experts_per_image"))
+        .filter(Q(computed__isnull=True) | Q(computed__lt=F("last")))
+        .values_list("pk", flat=True)[:limit]
+    )
+    outcome: dict[str, int] = {}
+    for image in Image.objects.filter(pk__in=list(stale)).select_related("dataset"):
+        result = compute_consensus(image=image)
+        outcome[result] = outcome.get(result, 0) + 1
+    return outcome
+
+
+# --- review: reviewers resolve disputed clusters; every decision is audited ------------------------
+
+
+class ReviewRefused(Exception):
+    """A review action that is not allowed (the message says why)."""
+
+
+def _cluster_state(cluster) -> dict:
+    return {"status": cluster.status, "label": cluster.label, "x": cluster.x, "y": cluster.y,
+            "width": cluster.width, "height": cluster.height}
+
+
+def _check_reviewer(cluster_or_image, reviewer) -> None:
+    from django.conf import settings
+
+    from cytoloop.roles import Role, has_role
+
+    if not has_role(reviewer, Role.REVIEWER):
+        raise ReviewRefused("only reviewers resolve clusters")
+    image_id = getattr(cluster_or_image, "image_id", None) or cluster_or_image.pk
+    if not settings.REVIEWERS_MAY_RESOLVE_OWN_IMAGES and ExpertAnnotation.objects.filter(
+        image_id=image_id, annotator=reviewer
+    ).exists():
+        raise ReviewRefused("you annotated this image yourself: another reviewer must resolve it")
+
+
+def _audit(*, actor, action, image_id, cluster=None, before=None, after=None, comment=""):
+    from annotation.models import AuditEntry
+
+    return AuditEntry.objects.create(actor=actor, action=action, image_id=image_id, cluster=cluster,
+                                     before=before, after=after, comment=comment)
+
+
+def _queue_ground_truth_push(image_id: int) -> None:
+    from annotation.models import OutboxMessage
+
+    enqueue_outbox(kind=OutboxMessage.Kind.PUSH_GROUND_TRUTH, object_id=image_id)
+
+
+def resolve_cluster(*, cluster, reviewer, label: str | None = None, box: Box | None = None, comment: str = ""):
+    """The reviewer's decision on a cluster: its label (default: the vote's winner) and, when
+    given, an adjusted box. It becomes ground truth (source review), is written to Label Studio
+    as the ground-truth annotation (outbox) and is recorded in the audit log."""
+    from django.utils import timezone
+
+    from annotation.bethesda import normalize_label
+    from annotation.models import AuditEntry, Cluster
+
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().select_related("image").get(pk=cluster.pk)
+        _check_reviewer(cluster, reviewer)
+        image = cluster.image
+        before = _cluster_state(cluster)
+        try:
+            new_label = normalize_label(label) if label else cluster.label
+            new_box = (box or cluster.as_box())
+            new_box = Box(new_box.x, new_box.y, new_box.width, new_box.height, new_label).validated(
+                image.width, image.height)
+        except (ValueError, InvalidBox) as exc:
+            raise AnnotationRejected([str(exc)]) from None
+        # the reviewer's truth replaces whatever ground truth this cluster had produced
+        GroundTruthBox.objects.filter(image=image, source__in=[GroundTruthBox.Source.CONSENSUS,
+                                                               GroundTruthBox.Source.REVIEW],
+                                      x=cluster.x, y=cluster.y, width=cluster.width, height=cluster.height).delete()
+        cluster.x, cluster.y, cluster.width, cluster.height = new_box.x, new_box.y, new_box.width, new_box.height
+        cluster.label = new_box.label
+        cluster.status = Cluster.Status.RESOLVED
+        cluster.resolved_at, cluster.resolved_by = timezone.now(), reviewer
+        cluster.save()
+        GroundTruthBox.objects.create(image=image, x=new_box.x, y=new_box.y, width=new_box.width,
+                                      height=new_box.height, label=new_box.label, source=GroundTruthBox.Source.REVIEW)
+        changed_box = (before["x"], before["y"], before["width"], before["height"]) != (
+            new_box.x, new_box.y, new_box.width, new_box.height)
+        action = AuditEntry.Action.ADJUST_BOX if changed_box else (
+            AuditEntry.Action.SET_LABEL if new_label != before["label"] else AuditEntry.Action.ACCEPT)
+        _audit(actor=reviewer, action=action, image_id=image.pk, cluster=cluster, before=before,
+               after=_cluster_state(cluster), comment=comment)
+        _queue_ground_truth_push(image.pk)
+    return cluster
+
+
+def reject_cluster(*, cluster, reviewer, comment: str = ""):
+    """Not a lesion: the cluster leaves the ground truth; recorded in the audit log."""
+    from django.utils import timezone
+
+    from annotation.models import AuditEntry, Cluster
+
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        _check_reviewer(cluster, reviewer)
+        before = _cluster_state(cluster)
+        GroundTruthBox.objects.filter(image_id=cluster.image_id, source__in=[
+            GroundTruthBox.Source.CONSENSUS, GroundTruthBox.Source.REVIEW],
+            x=cluster.x, y=cluster.y, width=cluster.width, height=cluster.height).delete()
+        cluster.status = Cluster.Status.REJECTED
+        cluster.resolved_at, cluster.resolved_by = timezone.now(), reviewer
+        cluster.save(update_fields=["status", "resolved_at", "resolved_by"])
+        _audit(actor=reviewer, action=AuditEntry.Action.REJECT, image_id=cluster.image_id, cluster=cluster,
+               before=before, after=_cluster_state(cluster), comment=comment)
+        _queue_ground_truth_push(cluster.image_id)
+    return cluster
+
+
+def comment_on_cluster(*, cluster, reviewer, text: str):
+    from annotation.models import AuditEntry
+
+    text = (text or "").strip()
+    if not text:
+        raise ReviewRefused("a comment needs some text")
+    with transaction.atomic():
+        _audit(actor=reviewer, action=AuditEntry.Action.COMMENT, image_id=cluster.image_id, cluster=cluster,
+               comment=text[:5000])
+
+
+def request_another_expert(*, image: Image, reviewer, comment: str = ""):
+    """Assign the image to one more pathologist (one who has not annotated it, with the fewest
+    open assignments), as Label Studio Enterprise does on low agreement. Consensus then waits for
+    N+1 annotations."""
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.db.models import Count, Q
+    from django.utils import timezone
+
+    from annotation.models import Assignment, AuditEntry
+    from cytoloop.roles import Role
+
+    with transaction.atomic():
+        Image.objects.select_for_update().filter(pk=image.pk).first()
+        _check_reviewer(image, reviewer)
+        if Assignment.objects.filter(image=image, status=Assignment.Status.ACTIVE).exists():
+            raise ReviewRefused("an expert is annotating this image right now; wait for them first")
+        busy = Q(assignments__status=Assignment.Status.ACTIVE)
+        candidate = (
+            get_user_model().objects.filter(groups__name=Role.PATHOLOGIST.value, is_active=True)
+            .exclude(annotations__image=image).exclude(assignments__image=image).exclude(pk=reviewer.pk)
+            .exclude(password__startswith="!")  # simulated experts cannot log in
+            .annotate(open=Count("assignments", filter=busy)).order_by("open", "id").first()
+        )
+        if candidate is None:
+            raise ReviewRefused("every pathologist has already annotated this image")
+        assignment = Assignment.objects.create(
+            image=image, annotator=candidate, extra=True,
+            expires_at=timezone.now() + timedelta(days=7),  # held for them, not for the usual 30 min
+        )
+        _audit(actor=reviewer, action=AuditEntry.Action.REQUEST_EXPERT, image_id=image.pk,
+               after={"assigned_to": candidate.get_username()}, comment=comment)
+    return assignment

@@ -24,3 +24,19 @@ def reconcile_label_studio_task(dataset_id: int | None = None) -> dict:
 
     dataset = Dataset.objects.get(pk=dataset_id) if dataset_id else None
     return reconcile_label_studio(dataset=dataset)
+
+
+@shared_task(name="annotation.compute_consensus", acks_late=True)
+def compute_consensus_task(image_id: int) -> str:
+    from annotation.models import Image
+    from annotation.services import compute_consensus
+
+    image = Image.objects.select_related("dataset").filter(pk=image_id).first()
+    return compute_consensus(image=image) if image else "no such image"
+
+
+@shared_task(name="annotation.consensus_sweep", acks_late=True)
+def consensus_sweep_task() -> dict:
+    from annotation.services import consensus_sweep
+
+    return consensus_sweep()

@@ -191,3 +191,14 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-label-studio": {"task": "annotation.reconcile_label_studio", "schedule": 300.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- consensus -------------------------------------------------------------------------------------
+CONSENSUS_IOU_THRESHOLD = env.float("CONSENSUS_IOU_THRESHOLD", default=0.5)
+#: None: a strict majority of the image's experts
+CONSENSUS_QUORUM = env.int("CONSENSUS_QUORUM", default=0) or None
+CONSENSUS_WEAK_IOU = env.float("CONSENSUS_WEAK_IOU", default=0.6)
+CONSENSUS_BOX_METHOD = env.str("CONSENSUS_BOX_METHOD", default="medoid")  # or weighted_mean
+CONSENSUS_WEIGHTING = env.str("CONSENSUS_WEIGHTING", default="equal")  # or reliability
+#: reviewers may not resolve clusters on images they annotated themselves
+REVIEWERS_MAY_RESOLVE_OWN_IMAGES = env.bool("REVIEWERS_MAY_RESOLVE_OWN_IMAGES", default=False)
+CELERY_BEAT_SCHEDULE["consensus-sweep"] = {"task": "annotation.consensus_sweep", "schedule": 120.0}
