@@ -1335,3 +1335,54 @@ def request_another_expert(*, image: Image, reviewer, comment: str = ""):
         _audit(actor=reviewer, action=AuditEntry.Action.REQUEST_EXPERT, image_id=image.pk,
                after={"assigned_to": candidate.get_username()}, comment=comment)
     return assignment
+
+
+# --- agreement statistics on stored clusters -------------------------------------------------------
+
+
+def cluster_label_matrix(dataset: Dataset):
+    """Items (non-rejected clusters) x experts label matrix (-1 = the expert did not draw it),
+    the consensus label of each cluster, and the experts' user ids (column order)."""
+    import numpy as np
+
+    from annotation.bethesda import BETHESDA
+    from annotation.models import Cluster
+
+    clusters = list(
+        Cluster.objects.filter(image__dataset=dataset).exclude(status=Cluster.Status.REJECTED)
+        .values_list("members", "label", "created_at", "status")
+    )
+    experts = sorted({m["expert"] for members, *_ in clusters for m in members})
+    column = {e: j for j, e in enumerate(experts)}
+    labels = np.full((len(clusters), len(experts)), -1, dtype=np.int64)
+    consensus = np.full(len(clusters), -1, dtype=np.int64)
+    for i, (members, label, _, _) in enumerate(clusters):
+        for m in members:
+            labels[i, column[m["expert"]]] = BETHESDA.index(m["label"])
+        consensus[i] = BETHESDA.index(label)
+    return labels, consensus, experts, clusters
+
+
+def update_reliability(*, dataset: Dataset) -> list:
+    """Each expert's agreement with consensus, confusion against it, and Dawid-Skene reliability
+    on this dataset's clusters (stored; consensus may weight by it)."""
+    from annotation.agreement import agreement_with_consensus, confusion_against, dawid_skene
+    from annotation.models import ExpertReliability
+
+    labels, consensus, experts, _ = cluster_label_matrix(dataset)
+    if not experts or len(labels) == 0:
+        return []
+    ds = dawid_skene(labels)
+    agree = agreement_with_consensus(labels, consensus)
+    rows = []
+    with transaction.atomic():
+        for j, user_id in enumerate(experts):
+            confusion = confusion_against(labels[:, j], consensus).tolist()
+            row, _ = ExpertReliability.objects.update_or_create(
+                dataset=dataset, user_id=user_id,
+                defaults={"reliability": float(ds.reliability[j]) if ds.reliability[j] == ds.reliability[j] else 0.0,
+                          "agreement": float(agree[j]) if agree[j] == agree[j] else 0.0,
+                          "n_clusters": int((labels[:, j] >= 0).sum()), "confusion": confusion},
+            )
+            rows.append(row)
+    return rows
