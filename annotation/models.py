@@ -357,7 +357,10 @@ class AuditEntry(models.Model):
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="audit_entries")
     action = models.CharField(max_length=16, choices=Action.choices)
     image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="audit_entries")
-    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_entries")
+    # the log outlives recomputed clusters: it keeps the id it was written with (no cascade, no
+    # update of an append-only row)
+    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                                related_name="audit_entries")
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     comment = models.TextField(blank=True)

@@ -488,6 +488,20 @@ def simulated_expert_user(name: str):
     return user
 
 
+def _hold_for(image: Image, user) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.models import Assignment
+
+    Assignment.objects.update_or_create(
+        image=image, annotator=user,
+        defaults={"status": Assignment.Status.ACTIVE, "expires_at": timezone.now() + timedelta(minutes=5),
+                  "finished_at": None},
+    )
+
+
 def simulate_dataset_experts(*, dataset: Dataset, n_experts: int, seed: int, progress: Progress | None = None) -> dict:
     """Simulated blind annotations for every image of ``dataset`` from its ground truth.
 
@@ -504,10 +518,11 @@ def simulate_dataset_experts(*, dataset: Dataset, n_experts: int, seed: int, pro
         truth = [b.as_box() for b in image.ground_truth.all()]
         panel_boxes = simulate_panel(truth, image.width, image.height, panel, seed, image.checksum)
         for name, boxes in panel_boxes.items():
-            save_expert_annotation(
-                image=image, annotator=users[name], boxes=boxes,
-                origin=ExpertAnnotation.Origin.SIMULATED,
-            )
+            # the path real annotations take: an assignment, then submit (outbox to Label Studio,
+            # consensus once the image has its N annotations)
+            _hold_for(image, users[name])
+            submit_annotation(image=image, annotator=users[name], boxes=boxes,
+                              origin=ExpertAnnotation.Origin.SIMULATED)
             summary[name]["annotations"] += 1
             summary[name]["boxes"] += len(boxes)
         if progress:
@@ -1022,11 +1037,16 @@ def _reliability_weights(dataset_id: int) -> dict[str, float] | None:
     return {str(k): max(v, 1e-6) for k, v in weights.items()} or None
 
 
+CLUSTER_COLUMNS = ("image_id", "x", "y", "width", "height", "label", "votes", "members", "status", "reasons",
+                   "vote_share", "mean_iou", "n_experts_found", "n_experts", "risk")
+TRUTH_COLUMNS = ("image_id", "x", "y", "width", "height", "label", "source")
+
+
 def _build_consensus(image_id: int, rows, config, weights):
-    """Unsaved Cluster rows and consensus ground-truth boxes for one image."""
+    """Cluster rows (CLUSTER_COLUMNS) and consensus ground-truth rows (TRUTH_COLUMNS) for one
+    image, as plain tuples: the bulk path writes hundreds of thousands of them."""
     from annotation.bethesda import BETHESDA, disagreement_risk
     from annotation.consensus import merge
-    from annotation.models import Cluster
 
     by_expert = {str(annotator_id): [b for _, b in boxes] for _, annotator_id, boxes in rows}
     box_ids = {str(annotator_id): [(ann_id, box_id) for box_id, _ in boxes] for ann_id, annotator_id, boxes in rows}
@@ -1034,6 +1054,7 @@ def _build_consensus(image_id: int, rows, config, weights):
     if weights:
         expert_weights = {e: weights.get(e, 1.0) for e in by_expert}
     results = merge(by_expert, n_experts=len(by_expert), weights=expert_weights, config=config)
+    n_experts = len(by_expert)
     clusters, truth = [], []
     for r in results:
         members = []
@@ -1044,18 +1065,64 @@ def _build_consensus(image_id: int, rows, config, weights):
             members.append({"annotation": ann_id, "box": box_id, "expert": int(expert), "label": b.label,
                             "x": b.x, "y": b.y, "width": b.width, "height": b.height})
             labels.add(BETHESDA.index(b.label))
-        if r.n_experts_found < len(by_expert):
+        if r.n_experts_found < n_experts:
             labels.add(0)  # an expert who drew nothing there called it negative
-        clusters.append(Cluster(
-            image_id=image_id, x=r.box.x, y=r.box.y, width=r.box.width, height=r.box.height,
-            label=r.label, votes=list(r.votes), members=members, status=r.status, reasons=list(r.reasons),
-            vote_share=r.vote_share, mean_iou=r.mean_iou, n_experts_found=r.n_experts_found,
-            n_experts=len(by_expert), risk=0.0 if r.agreed else disagreement_risk(labels),
-        ))
+        box = r.box
+        clusters.append((image_id, box.x, box.y, box.width, box.height, r.label, list(r.votes), members,
+                         r.status, list(r.reasons), r.vote_share, r.mean_iou, r.n_experts_found, n_experts,
+                         0.0 if r.agreed else disagreement_risk(labels)))
         if r.agreed:
-            truth.append(GroundTruthBox(image_id=image_id, x=r.box.x, y=r.box.y, width=r.box.width,
-                                        height=r.box.height, label=r.label, source=GroundTruthBox.Source.CONSENSUS))
+            truth.append((image_id, box.x, box.y, box.width, box.height, r.label,
+                          GroundTruthBox.Source.CONSENSUS.value))
     return clusters, truth
+
+
+_COPY_SPECIAL = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value) -> str:
+    """One value in PostgreSQL's COPY text format."""
+    kind = type(value)
+    if kind is float:
+        return repr(value)
+    if kind is int:
+        return str(value)
+    if value is None:
+        return "\\N"
+    if kind is list or kind is dict:
+        import json
+
+        value = json.dumps(value, separators=(",", ":"))
+    text = str(value)
+    return text.translate(_COPY_SPECIAL) if ("\\" in text or "\t" in text or "\n" in text or "\r" in text) else text
+
+
+def _insert_rows(model, columns: tuple[str, ...], rows: list[tuple], extra: dict) -> None:
+    """Insert many rows: COPY on PostgreSQL (the ORM's INSERT compiler costs more than the
+    database here), bulk_create elsewhere. ``extra`` are constant columns (created_at...)."""
+    from django.db import connection
+
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        import io
+
+        names = list(columns) + list(extra)
+        constants = "\t".join(_copy_value(v) for v in extra.values())
+        buffer = io.StringIO()
+        for row in rows:
+            buffer.write("\t".join(_copy_value(v) for v in row))
+            if constants:
+                buffer.write("\t" + constants)
+            buffer.write("\n")
+        buffer.seek(0)
+        table = connection.ops.quote_name(model._meta.db_table)
+        cols = ", ".join(connection.ops.quote_name(model._meta.get_field(c).column) for c in names)
+        with connection.cursor() as cursor:
+            cursor.cursor.copy_expert(f"COPY {table} ({cols}) FROM STDIN", buffer)
+    else:
+        model.objects.bulk_create([model(**dict(zip(columns, row, strict=True)), **extra) for row in rows],
+                                  batch_size=2000)
 
 
 def _store_consensus(built: dict[int, tuple], signatures: dict[int, str]) -> None:
@@ -1067,22 +1134,29 @@ def _store_consensus(built: dict[int, tuple], signatures: dict[int, str]) -> Non
     from annotation.models import Cluster, ConsensusState
 
     image_ids = list(built)
-    Cluster.objects.filter(image_id__in=image_ids, status__in=[Cluster.Status.AGREED, Cluster.Status.DISPUTED]).delete()
-    GroundTruthBox.objects.filter(image_id__in=image_ids, source=GroundTruthBox.Source.CONSENSUS).delete()
+    now = timezone.now()
+    # plain DELETEs: nothing cascades from computed clusters (the audit log keeps bare ids)
+    Cluster.objects.filter(image_id__in=image_ids, status__in=[Cluster.Status.AGREED, Cluster.Status.DISPUTED]
+                           )._raw_delete(Cluster.objects.db)
+    GroundTruthBox.objects.filter(image_id__in=image_ids, source=GroundTruthBox.Source.CONSENSUS
+                                  )._raw_delete(GroundTruthBox.objects.db)
     reviewed: dict[int, list[Box]] = {}
-    for c in Cluster.objects.filter(image_id__in=image_ids).only("image_id", "x", "y", "width", "height", "label"):
-        reviewed.setdefault(c.image_id, []).append(c.as_box())
+    for image_id, x, y, w, h, label in Cluster.objects.filter(image_id__in=image_ids).values_list(
+            "image_id", "x", "y", "width", "height", "label"):
+        reviewed.setdefault(image_id, []).append(Box(x, y, w, h, label))
     new_clusters, new_truth = [], []
     threshold = consensus_config().iou_threshold
     for image_id, (clusters, truth) in built.items():
-        done = reviewed.get(image_id, [])
-        keep = [c for c in clusters if not any(iou(c.as_box(), d) >= threshold for d in done)]
-        kept_boxes = {(c.x, c.y, c.width, c.height) for c in keep if c.status == Cluster.Status.AGREED}
-        new_clusters += keep
-        new_truth += [t for t in truth if (t.x, t.y, t.width, t.height) in kept_boxes]
-    Cluster.objects.bulk_create(new_clusters, batch_size=2000)
-    GroundTruthBox.objects.bulk_create(new_truth, batch_size=2000)
-    now = timezone.now()
+        done = reviewed.get(image_id)
+        if done:
+            clusters = [c for c in clusters
+                        if not any(iou(Box(c[1], c[2], c[3], c[4], c[5]), d) >= threshold for d in done)]
+            kept = {c[1:5] for c in clusters}
+            truth = [t for t in truth if t[1:5] in kept]
+        new_clusters += clusters
+        new_truth += truth
+    _insert_rows(Cluster, CLUSTER_COLUMNS, new_clusters, {"created_at": now})
+    _insert_rows(GroundTruthBox, TRUTH_COLUMNS, new_truth, {"created_at": now})
     ConsensusState.objects.bulk_create(
         [ConsensusState(image_id=i, signature=s) for i, s in signatures.items()], batch_size=2000,
         update_conflicts=True, unique_fields=["image"], update_fields=["signature", "computed_at"],
