@@ -31,14 +31,21 @@ OPEN_STATES = (Assignment.Status.ACTIVE, Assignment.Status.SUBMITTED)
 
 def _classes() -> list[dict]:
     return [
-        {"label": name, "hotkey": str(i), "colour": labelstudio.LABEL_COLOURS[name], "description": DESCRIPTIONS[name]}
+        {
+            "label": name,
+            "hotkey": str(i),
+            "colour": labelstudio.LABEL_COLOURS[name],
+            "description": DESCRIPTIONS[name],
+        }
         for i, name in enumerate(BETHESDA, start=1)
     ]
 
 
 def _assignment(request, image: Image) -> Assignment | None:
     """The user's assignment that lets them open ``image`` (active or submitted), or None."""
-    return Assignment.objects.filter(image=image, annotator=request.user, status__in=OPEN_STATES).first()
+    return Assignment.objects.filter(
+        image=image, annotator=request.user, status__in=OPEN_STATES
+    ).first()
 
 
 def _denied(request, template: str, image: Image):
@@ -49,7 +56,9 @@ def _go_next(request):
     """Claim the next image of the user's queue (or the one they hold) and open it."""
     assignment = services.next_assignment(annotator=request.user)
     if assignment is None:
-        messages.info(request, "Nothing left in your queue: every image assigned to you is done. Thank you!")
+        messages.info(
+            request, "Nothing left in your queue: every image assigned to you is done. Thank you!"
+        )
         return redirect("annotate:queue")
     return redirect("annotate:annotate", image_id=assignment.image_id)
 
@@ -68,20 +77,44 @@ def queue(request):
     progress = services.queue_progress(annotator=request.user)
     current = (
         Assignment.objects.filter(annotator=request.user, status=Assignment.Status.ACTIVE)
-        .select_related("image", "image__dataset").first()
+        .select_related("image", "image__dataset")
+        .first()
     )
-    recent = list(selectors.own_annotations(request.user).select_related("image", "image__dataset")[:RECENT])
-    return render(request, "annotation/queue.html", {
-        "progress": progress,
-        "percent": round(100 * progress["done"] / progress["assigned"]) if progress["assigned"] else 0,
-        "current": current,
-        "recent": recent,
-    })
+    recent = list(
+        selectors.own_annotations(request.user).select_related("image", "image__dataset")[:RECENT]
+    )
+    return render(
+        request,
+        "annotation/queue.html",
+        {
+            "progress": progress,
+            "percent": round(100 * progress["done"] / progress["assigned"])
+            if progress["assigned"]
+            else 0,
+            "current": current,
+            "recent": recent,
+        },
+    )
 
 
 @role_required(Role.PATHOLOGIST)
 @require_POST
 def next_image(request):
+    """Start / Continue, and where the annotate page goes after a submit (``saved``: the image
+    just submitted, confirmed from the user's own annotations)."""
+    saved = request.POST.get("saved", "")
+    if saved.isdigit():
+        own = (
+            selectors.own_annotations(request.user)
+            .filter(image_id=int(saved))
+            .select_related("image")
+            .first()
+        )
+        if own is not None:
+            n = len(own.boxes.all())
+            messages.success(
+                request, f"Saved {n} box{'' if n == 1 else 'es'} on {own.image.original_name}."
+            )
     return _go_next(request)
 
 
@@ -92,7 +125,10 @@ def skip(request, image_id: int):
     try:
         services.skip_assignment(image=image, annotator=request.user)
     except services.NotAssigned:
-        messages.error(request, f"{image.original_name} was not yours to skip (already submitted, skipped or released).")
+        messages.error(
+            request,
+            f"{image.original_name} was not yours to skip (already submitted, skipped or released).",
+        )
         return redirect("annotate:queue")
     messages.info(request, f"Skipped {image.original_name}.")
     return _go_next(request)
@@ -105,15 +141,19 @@ def annotate(request, image_id: int):
     assignment = _assignment(request, image)
     if assignment is None:
         return _denied(request, "annotation/annotate.html", image)
-    return render(request, "annotation/annotate.html", {
-        "image": image,
-        "dataset": image.dataset,
-        "assignment": assignment,
-        "submitted": assignment.status == Assignment.Status.SUBMITTED,
-        "classes": _classes(),
-        "progress": services.queue_progress(annotator=request.user),
-        "editor_url": reverse("annotate:editor", args=[image.pk]),
-    })
+    return render(
+        request,
+        "annotation/annotate.html",
+        {
+            "image": image,
+            "dataset": image.dataset,
+            "assignment": assignment,
+            "submitted": assignment.status == Assignment.Status.SUBMITTED,
+            "classes": _classes(),
+            "progress": services.queue_progress(annotator=request.user),
+            "editor_url": reverse("annotate:editor", args=[image.pk]),
+        },
+    )
 
 
 @role_required(Role.PATHOLOGIST)
@@ -127,22 +167,34 @@ def editor(request, image_id: int):
     own = selectors.own_annotations(user).filter(image=image).first()
     annotations = []
     if own is not None:
-        annotations.append({
-            "id": own.pk,
-            "result": labelstudio.boxes_to_result([b.as_box() for b in own.boxes.all()], image.width, image.height),
-        })
+        annotations.append(
+            {
+                "id": own.pk,
+                "result": labelstudio.boxes_to_result(
+                    [b.as_box() for b in own.boxes.all()], image.width, image.height
+                ),
+            }
+        )
     predictions = []
     if getattr(settings, "ANNOTATE_SHOW_PREDICTIONS", False):
-        boxes = [b.as_box() for b in selectors.image_predictions(image)]
-        if boxes:
-            predictions.append({
-                "id": f"pred-{image.pk}",
-                "model_version": "pre-annotation",
-                "result": labelstudio.boxes_to_result(boxes, image.width, image.height, with_score=True),
-            })
+        rows = list(selectors.image_predictions(image))
+        if rows:
+            predictions.append(
+                {
+                    "id": rows[0].pk,  # Label Studio wants an integer id (parent_prediction)
+                    "model_version": rows[0].model_version,
+                    "result": labelstudio.boxes_to_result(
+                        [b.as_box() for b in rows], image.width, image.height, with_score=True
+                    ),
+                }
+            )
     editor_data = {
         "config": labelstudio.label_config(),
-        "user": {"pk": user.pk, "firstName": user.first_name or user.get_username(), "lastName": user.last_name},
+        "user": {
+            "pk": user.pk,
+            "firstName": user.first_name or user.get_username(),
+            "lastName": user.last_name,
+        },
         "task": {
             "id": image.pk,
             "data": {"image": _image_url(image)},
@@ -150,6 +202,7 @@ def editor(request, image_id: int):
             "predictions": predictions,
         },
         "image": {"id": image.pk, "width": image.width, "height": image.height},
+        "fromName": labelstudio.FROM_NAME,
         "submitUrl": reverse("api-annotations"),
         "csrfToken": get_token(request),
     }

@@ -593,28 +593,12 @@ def release_expired_assignments() -> int:
     ).update(status=Assignment.Status.RELEASED, finished_at=timezone.now())
 
 
-def next_assignment(*, annotator, dataset: Dataset | None = None):
-    """Lock the next image needing ``annotator``'s annotation, or return their current one.
-
-    Each image goes to its dataset's N distinct experts, one expert at a time (an active
-    assignment is exclusive), in ranking order (queue_rank, then age). Concurrent requests skip
-    rows another transaction holds (select_for_update(skip_locked=True))."""
-    from django.db import IntegrityError
+def _queue_candidates(annotator, dataset=None):
+    """Images this annotator may be handed next, in queue order (see next_assignment)."""
     from django.db.models import Count, F, OuterRef, Subquery, Value
     from django.db.models.functions import Coalesce
-    from django.utils import timezone
 
     from annotation.models import Assignment
-
-    release_expired_assignments()
-    now = timezone.now()
-    current = Assignment.objects.filter(annotator=annotator, status=Assignment.Status.ACTIVE)
-    if dataset is not None:
-        current = current.filter(image__dataset=dataset)
-    current = current.select_related("image", "image__dataset").first()
-    if current:
-        Assignment.objects.filter(pk=current.pk).update(expires_at=now + _lock_timeout())
-        return current
 
     done = (
         ExpertAnnotation.objects.filter(image=OuterRef("pk")).order_by().values("image")
@@ -637,6 +621,31 @@ def next_assignment(*, annotator, dataset: Dataset | None = None):
     )
     if dataset is not None:
         candidates = candidates.filter(dataset=dataset)
+    return candidates
+
+
+def next_assignment(*, annotator, dataset: Dataset | None = None):
+    """Lock the next image needing ``annotator``'s annotation, or return their current one.
+
+    Each image goes to its dataset's N distinct experts, one expert at a time (an active
+    assignment is exclusive), in ranking order (queue_rank, then age). Concurrent requests skip
+    rows another transaction holds (select_for_update(skip_locked=True))."""
+    from django.db import IntegrityError
+    from django.utils import timezone
+
+    from annotation.models import Assignment
+
+    release_expired_assignments()
+    now = timezone.now()
+    current = Assignment.objects.filter(annotator=annotator, status=Assignment.Status.ACTIVE)
+    if dataset is not None:
+        current = current.filter(image__dataset=dataset)
+    current = current.select_related("image", "image__dataset").first()
+    if current:
+        Assignment.objects.filter(pk=current.pk).update(expires_at=now + _lock_timeout())
+        return current
+
+    candidates = _queue_candidates(annotator, dataset)
     for _ in range(5):  # a racing request may take the same image between our read and insert
         with transaction.atomic():
             image = candidates.select_for_update(skip_locked=True, of=("self",)).first()
@@ -664,6 +673,8 @@ def queue_progress(*, annotator) -> dict:
         "done": rows.filter(status=Assignment.Status.SUBMITTED).count(),
         "skipped": rows.filter(status=Assignment.Status.SKIPPED).count(),
         "assigned": rows.exclude(status=Assignment.Status.RELEASED).count(),
+        # images still waiting for this annotator (not counting one they hold now)
+        "remaining": _queue_candidates(annotator).count(),
     }
 
 

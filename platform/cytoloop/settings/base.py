@@ -202,3 +202,5 @@ CONSENSUS_WEIGHTING = env.str("CONSENSUS_WEIGHTING", default="equal")  # or reli
 #: reviewers may not resolve clusters on images they annotated themselves
 REVIEWERS_MAY_RESOLVE_OWN_IMAGES = env.bool("REVIEWERS_MAY_RESOLVE_OWN_IMAGES", default=False)
 CELERY_BEAT_SCHEDULE["consensus-sweep"] = {"task": "annotation.consensus_sweep", "schedule": 120.0}
+#: show model pre-annotations in the annotate editor (rounds that allow it); blind by default
+ANNOTATE_SHOW_PREDICTIONS = env.bool("ANNOTATE_SHOW_PREDICTIONS", default=False)
