@@ -180,3 +180,257 @@ def visible_annotations(user, image: Image) -> QuerySet:
     if image.consensus_at is not None and has_role(user, Role.PATHOLOGIST, Role.REVIEWER, Role.ADMIN):
         return qs
     return qs.filter(annotator=user)
+
+
+# --- review: disputed clusters, the review page and agreement (reviewers; after consensus) -------
+#
+# Other experts' boxes are read here only for images whose consensus exists (the review page
+# refuses the others before calling anything below that returns members or expert boxes).
+
+
+def _reviewer_may_resolve_own() -> bool:
+    from django.conf import settings
+
+    return settings.REVIEWERS_MAY_RESOLVE_OWN_IMAGES
+
+
+def _has_reason(reason: str) -> Q:
+    """Cluster.reasons (a JSON list of at most three codes) holds ``reason``: an index lookup per
+    position works on PostgreSQL and SQLite alike (JSON containment does not on SQLite)."""
+    from annotation.consensus import REASONS
+
+    return Q(*[Q(**{f"reasons__{i}": reason}) for i in range(len(REASONS))], _connector=Q.OR)
+
+
+def _voted(grade: str) -> Q:
+    """Some expert gave ``grade`` to the cluster (its share of the vote is above 0)."""
+    return Q(**{f"votes__{BETHESDA.index(grade)}__gt": 0})
+
+
+def _own_images(reviewer) -> Exists:
+    from annotation.models import ExpertAnnotation
+
+    return Exists(ExpertAnnotation.objects.filter(image=OuterRef("image_id"), annotator=reviewer))
+
+
+def disputed_clusters(*, reviewer=None, reason: str = "", grade: str = "", dataset: Dataset | None = None) -> QuerySet:
+    """Disputed clusters, narrowed by a dispute reason, a grade some expert gave and a dataset.
+
+    With ``reviewer``, clusters on images that reviewer annotated are left out unless
+    REVIEWERS_MAY_RESOLVE_OWN_IMAGES (another reviewer must resolve those)."""
+    from annotation.models import Cluster
+
+    clusters = Cluster.objects.filter(status=Cluster.Status.DISPUTED)
+    if reviewer is not None and not _reviewer_may_resolve_own():
+        clusters = clusters.exclude(_own_images(reviewer))
+    if reason:
+        clusters = clusters.filter(_has_reason(reason))
+    if grade:
+        clusters = clusters.filter(_voted(grade))
+    if dataset is not None:
+        clusters = clusters.filter(image__dataset=dataset)
+    return clusters
+
+
+def order_disputes(clusters: QuerySet, sort: str = "risk") -> QuerySet:
+    """``risk``: riskiest first, then oldest; ``oldest``: oldest first."""
+    if sort == "oldest":
+        return clusters.order_by("created_at", "id")
+    return clusters.order_by("-risk", "created_at", "id")
+
+
+def dispute_facets(*, reviewer=None, reason: str = "", grade: str = "", dataset: Dataset | None = None) -> dict:
+    """Chip counts: each facet counted within the other two filters.
+
+    {"reason": {code: n}, "grade": {label: n}, "dataset": [(name, n), ...], "hidden_own": n}"""
+    from django.db.models import Count
+
+    from annotation.consensus import REASONS
+    from annotation.models import Cluster
+
+    by_reason = disputed_clusters(reviewer=reviewer, grade=grade, dataset=dataset).aggregate(
+        **{r: Count("id", filter=_has_reason(r)) for r in REASONS}
+    )
+    by_grade = disputed_clusters(reviewer=reviewer, reason=reason, dataset=dataset).aggregate(
+        **{g: Count("id", filter=_voted(g)) for g in BETHESDA}
+    )
+    by_dataset = (
+        disputed_clusters(reviewer=reviewer, reason=reason, grade=grade)
+        .values_list("image__dataset__name").annotate(n=Count("id")).order_by("image__dataset__name")
+    )
+    hidden = 0
+    if reviewer is not None and not _reviewer_may_resolve_own():
+        hidden = Cluster.objects.filter(status=Cluster.Status.DISPUTED).filter(_own_images(reviewer)).count()
+    return {"reason": by_reason, "grade": by_grade, "dataset": list(by_dataset), "hidden_own": hidden}
+
+
+def next_disputed_cluster(*, reviewer, exclude_pk: int | None = None):
+    """The riskiest disputed cluster this reviewer may resolve (other than ``exclude_pk``), or None."""
+    clusters = disputed_clusters(reviewer=reviewer)
+    if exclude_pk is not None:
+        clusters = clusters.exclude(pk=exclude_pk)
+    return order_disputes(clusters).only("id").first()
+
+
+def cluster_for_review(pk: int) -> QuerySet:
+    from annotation.models import Cluster
+
+    return Cluster.objects.filter(pk=pk).select_related("image", "image__dataset", "resolved_by")
+
+
+def image_clusters(image: Image) -> QuerySet:
+    from annotation.models import Cluster
+
+    return Cluster.objects.filter(image=image).order_by("id")
+
+
+def reviewer_annotated(image: Image, reviewer) -> bool:
+    from annotation.models import ExpertAnnotation
+
+    return ExpertAnnotation.objects.filter(image=image, annotator=reviewer).exists()
+
+
+def cluster_audit(cluster) -> QuerySet:
+    """The cluster's audit entries and its image's entries about no one cluster (extra experts
+    asked for), newest first."""
+    from annotation.models import AuditEntry
+
+    return (
+        AuditEntry.objects.filter(Q(cluster=cluster) | Q(image_id=cluster.image_id, cluster__isnull=True))
+        .select_related("actor").order_by("-created_at", "-id")
+    )
+
+
+def pending_extra_experts(image: Image) -> QuerySet:
+    """Extra experts a reviewer asked for who have not submitted yet."""
+    from annotation.models import Assignment
+
+    return Assignment.objects.filter(image=image, extra=True, status=Assignment.Status.ACTIVE).select_related("annotator")
+
+
+def users_by_id(ids) -> dict:
+    from django.contrib.auth import get_user_model
+
+    return {u.pk: u for u in get_user_model().objects.filter(pk__in=list(ids))}
+
+
+def datasets_with_clusters() -> QuerySet[Dataset]:
+    """Every dataset with ``cluster_count`` (ordered by name)."""
+    return Dataset.objects.annotate(cluster_count=Count("images__clusters", distinct=True)).order_by("name")
+
+
+def stored_reliabilities(dataset: Dataset) -> dict:
+    """{user id: ExpertReliability} stored for the dataset (services.update_reliability)."""
+    from annotation.models import ExpertReliability
+
+    return {r.user_id: r for r in ExpertReliability.objects.filter(dataset=dataset)}
+
+
+def class_cluster_stats(dataset: Dataset) -> list[dict]:
+    """Per Bethesda class (the cluster's current label), over the dataset's non-rejected clusters:
+    clusters, how many went to a reviewer (disputed or resolved), mean vote share of the winner."""
+    from django.db.models import Avg
+
+    from annotation.models import Cluster
+
+    rows = {
+        label: (n, reviewed, share)
+        for label, n, reviewed, share in Cluster.objects.filter(image__dataset=dataset)
+        .exclude(status=Cluster.Status.REJECTED).values_list("label")
+        .annotate(
+            n=Count("id"),
+            reviewed=Count("id", filter=Q(status__in=[Cluster.Status.DISPUTED, Cluster.Status.RESOLVED])),
+            share=Avg("vote_share"),
+        ).order_by()
+    }
+    out = []
+    for label in BETHESDA:
+        n, reviewed, share = rows.get(label, (0, 0, None))
+        out.append({"label": label, "clusters": n, "reviewed": reviewed,
+                    "reviewed_share": reviewed / n if n else None, "mean_vote_share": share})
+    return out
+
+
+def agreement_over_time(dataset: Dataset) -> dict:
+    """Share of the dataset's clusters agreed by consensus (not sent to a reviewer), per day of
+    Cluster.created_at, or per week when the clusters span more than 60 days.
+
+    {"unit": "day" | "week", "points": [{"start": date, "clusters": n, "agreed": k, "share": k / n}]}"""
+    from django.db.models import Max, Min
+    from django.db.models.functions import TruncDate, TruncWeek
+
+    from annotation.models import Cluster
+
+    clusters = Cluster.objects.filter(image__dataset=dataset)
+    span = clusters.aggregate(first=Min("created_at"), last=Max("created_at"))
+    if span["first"] is None:
+        return {"unit": "day", "points": []}
+    unit = "week" if (span["last"] - span["first"]).days > 60 else "day"
+    trunc = TruncWeek("created_at") if unit == "week" else TruncDate("created_at")
+    rows = (
+        clusters.annotate(bucket=trunc).values_list("bucket")
+        .annotate(n=Count("id"), agreed=Count("id", filter=Q(status=Cluster.Status.AGREED)))
+        .order_by("bucket")
+    )
+    points = []
+    for bucket, n, agreed in rows:
+        start = bucket.date() if hasattr(bucket, "date") else bucket
+        points.append({"start": start, "clusters": n, "agreed": agreed, "share": agreed / n})
+    return {"unit": unit, "points": points}
+
+
+def dataset_agreement(dataset: Dataset) -> dict:
+    """Every agreement statistic of the dataset's stored clusters (annotation.agreement on
+    services.cluster_label_matrix; rejected clusters left out).
+
+    experts: user ids (column order); per_expert: agreement with consensus, clusters labelled,
+    confusion against consensus (rows consensus, columns the expert), Dawid-Skene reliability
+    (None when it cannot be estimated); fleiss: kappa over the clusters every one of the
+    dataset's N experts drew (None when undefined) and how many; alpha: Krippendorff's ordinal
+    alpha (None when undefined); pairwise: {(i, j): quadratic-weighted Cohen's kappa, shared}."""
+    import math
+
+    import numpy as np
+
+    from annotation import agreement
+    from annotation.services import cluster_label_matrix
+
+    labels, consensus, experts, _ = cluster_label_matrix(dataset)
+    out = {"experts": experts, "n_clusters": int(len(labels)), "per_expert": [],
+           "fleiss": None, "fleiss_items": 0, "n_required": dataset.experts_per_image,
+           "alpha": None, "pairwise": {}}
+    if not experts or len(labels) == 0:
+        return out
+
+    def finite(value):
+        value = float(value)
+        return value if math.isfinite(value) else None
+
+    agree = agreement.agreement_with_consensus(labels, consensus)
+    try:
+        ds_reliability = agreement.dawid_skene(labels).reliability
+    except ValueError:
+        ds_reliability = np.full(len(experts), np.nan)
+    for j, user_id in enumerate(experts):
+        out["per_expert"].append({
+            "user_id": user_id,
+            "agreement": finite(agree[j]),
+            "n_clusters": int((labels[:, j] >= 0).sum()),
+            "confusion": agreement.confusion_against(labels[:, j], consensus).tolist(),
+            "reliability": finite(ds_reliability[j]),
+        })
+    drawn = (labels >= 0).sum(axis=1)
+    full = labels[drawn == dataset.experts_per_image]
+    out["fleiss_items"] = int(len(full))
+    if len(full) and dataset.experts_per_image >= 2:
+        out["fleiss"] = finite(agreement.fleiss_kappa(agreement.category_counts(full)))
+    try:
+        out["alpha"] = finite(agreement.krippendorff_alpha(
+            agreement.reliability_data(labels), "ordinal", n_categories=len(BETHESDA)))
+    except ValueError:
+        out["alpha"] = None
+    kappas = agreement.pairwise_cohen(labels, weights="quadratic")
+    for (i, j), kappa in kappas.items():
+        shared = int(((labels[:, i] >= 0) & (labels[:, j] >= 0)).sum())
+        out["pairwise"][(i, j)] = {"kappa": finite(kappa), "shared": shared}
+    return out

@@ -147,7 +147,8 @@ class NavItem:
 NAV: tuple[NavItem, ...] = (
     NavItem("Dashboard", "home"),
     NavItem("My queue", "annotate:queue", (Role.PATHOLOGIST,)),
-    NavItem("Disputes", "annotation:disputes", (Role.REVIEWER,)),
+    NavItem("Disputes", "review:disputes", (Role.REVIEWER,)),
+    NavItem("Agreement", "review:dashboard", (Role.REVIEWER, Role.ADMIN)),
     NavItem("Datasets", "annotation:datasets", (Role.PATHOLOGIST, Role.REVIEWER, Role.ADMIN)),
     NavItem("Import", "annotation:import", (Role.ADMIN,)),
     NavItem("Training", "training:runs", (Role.ADMIN,)),

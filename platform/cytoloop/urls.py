@@ -13,6 +13,7 @@ urlpatterns = [
     path("system/", views.system, name="system"),
     path("datasets/", include("annotation.urls")),
     path("annotate/", include("annotation.annotate_urls")),
+    path("review/", include("annotation.review_urls")),
     # images and thumbnails, to logged-in users only (the login middleware covers this view)
     path("media/<path:path>", views.media, name="media"),
     path("admin/", admin.site.urls),

@@ -3,33 +3,19 @@
 boxes are in the database in image pixels. No Label Studio server is involved."""
 
 import io
-import os
 import re
 
 import pytest
 from PIL import Image as PILImage
 from playwright.sync_api import expect
 
-from annotation.models import Assignment, ExpertAnnotation
+from annotation.models import Assignment, ExpertAnnotation, Image
 from annotation.services import ensure_dataset, import_images
 from annotation.synthetic import SyntheticConfig, generate_image
 
 pytestmark = pytest.mark.e2e
 
 WIDTH, HEIGHT = 1200, 800
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _orm_allowed_until_the_database_is_flushed():
-    """As in test_import_gallery: live_server's flush at teardown runs after the function-scoped
-    fixture that allows the ORM beside Playwright's event loop; module scope outlives it."""
-    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if before is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 @pytest.fixture
@@ -61,7 +47,7 @@ def _drag(page, box, start, end):
 
 
 def test_pathologist_draws_two_labelled_boxes_and_submits(
-    make_user, login, live_server, smears, artifacts_dir
+    label_studio, make_user, login, live_server, smears, artifacts_dir
 ):
     user = make_user("path@example.org", roles=["pathologist"], password="browser-pass-1")
     page = login("path@example.org", "browser-pass-1")
@@ -148,6 +134,18 @@ def test_pathologist_draws_two_labelled_boxes_and_submits(
         for u in requests
     ), [u for u in requests if not u.startswith(live_server.url)]
     assert not [line for line in console if line.startswith("pageerror")], console
+
+    # ... and in Label Studio, as this pathologist's own annotation (the outbox pushes it)
+    from annotation import labelstudio
+    from annotation.services import flush_outbox
+
+    assert flush_outbox()["done"] >= 1
+    task_id = Image.objects.get(pk=image_id).ls_task_id
+    remote = labelstudio.task_annotations(task_id)
+    assert len(remote) == 1
+    ls_user = labelstudio.client().users.get(id=labelstudio._completed_by_id(remote[0]))
+    assert ls_user.email == "path@example.org"
+    assert sorted(r["value"]["rectanglelabels"][0] for r in remote[0].result) == ["HSIL", "NILM"]
 
 
 def test_keys_from_the_page_reach_the_editor_and_a_refused_submit_keeps_the_boxes(

@@ -1,0 +1,467 @@
+"""Reviewer pages: the disputed queue, the cluster review page and the agreement dashboard.
+
+Django test client against the real PostgreSQL; annotations go in through annotation.services
+(save_expert_annotation, compute_consensus), as simulated and real experts' annotations do.
+"""
+
+import re
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from annotation import agreement, services
+from annotation.geometry import Box
+from annotation.models import (
+    Assignment,
+    AuditEntry,
+    Cluster,
+    ExpertReliability,
+    GroundTruthBox,
+    Image,
+    PredictionBox,
+)
+from tests.annotation.conftest import png_bytes
+
+pytestmark = pytest.mark.django_db
+
+P1 = (20.0, 20.0, 50.0, 50.0)
+P2 = (150.0, 100.0, 60.0, 60.0)
+P3 = (220.0, 30.0, 40.0, 40.0)
+P1_OFF = (27.0, 27.0, 50.0, 50.0)  # IoU 0.59 with P1: matched, but a weak overlap
+
+
+def _images(tmp_path, name: str, count: int, *, experts_per_image: int) -> list[Image]:
+    folder = tmp_path / f"in-{name}"
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"{name}-{i}.png").write_bytes(png_bytes(sum(map(ord, name)) * 100 + i, size=(300, 200)))
+    dataset, _ = services.ensure_dataset(name=name, experts_per_image=experts_per_image)
+    services.import_images(dataset=dataset, path=folder)
+    return list(Image.objects.filter(dataset=dataset).order_by("original_name"))
+
+
+def _annotate(image: Image, drawings: dict) -> list[Cluster]:
+    """drawings: {expert: [(label, (x, y, w, h)), ...]}; then the image's consensus."""
+    for expert, boxes in drawings.items():
+        services.save_expert_annotation(
+            image=image, annotator=expert, origin="editor",
+            boxes=[Box(*xywh, label) for label, xywh in boxes],
+        )
+    assert services.compute_consensus(image=image) == "computed"
+    return list(Cluster.objects.filter(image=image).order_by("id"))
+
+
+@pytest.fixture
+def experts(make_user):
+    return [make_user(f"expert{i}@example.org", roles=["pathologist"]) for i in range(1, 4)]
+
+
+@pytest.fixture
+def reviewer(make_user):
+    return make_user("rita@example.org", roles=["reviewer"])
+
+
+@pytest.fixture
+def as_reviewer(client, reviewer):
+    client.force_login(reviewer)
+    return client
+
+
+@pytest.fixture
+def queue(tmp_path, experts):
+    """Dataset "rq", two experts per image, four disputes:
+    mild (ASC-H vs HSIL, oldest), severe (NILM vs HSIL), alone (LSIL, one expert), weak (weak overlap)."""
+    e1, e2, _ = experts
+    a, b, c, d = _images(tmp_path, "rq", 4, experts_per_image=2)
+    now = timezone.now()
+    found = {
+        "mild": _annotate(a, {e1: [("ASC-H", P1)], e2: [("HSIL", P1)]})[0],
+        "severe": _annotate(b, {e1: [("NILM", P1)], e2: [("HSIL", P1)]})[0],
+        "alone": _annotate(c, {e1: [("LSIL", P2)], e2: []})[0],
+        "weak": _annotate(d, {e1: [("LSIL", P1)], e2: [("LSIL", P1_OFF)]})[0],
+    }
+    for age, key in enumerate(("weak", "alone", "severe", "mild"), start=1):  # mild is the oldest
+        Cluster.objects.filter(pk=found[key].pk).update(created_at=now - timedelta(hours=age))
+    for cluster in found.values():
+        cluster.refresh_from_db()
+        assert cluster.status == "disputed"
+    assert found["mild"].reasons == ["label_split"] and found["severe"].reasons == ["label_split"]
+    assert found["alone"].reasons == ["too_few_experts"] and found["weak"].reasons == ["weak_overlap"]
+    assert found["severe"].risk == 10.0 and found["mild"].risk == 1.0
+    return found
+
+
+def _rows(response) -> list[int]:
+    return [int(pk) for pk in re.findall(r'<tr data-cluster="(\d+)"', response.content.decode())]
+
+
+def _url(cluster) -> str:
+    return reverse("review:cluster", args=[cluster.pk])
+
+
+# --- access -------------------------------------------------------------------------------------
+
+
+def test_a_pathologist_is_refused_every_review_page(client_as, queue):
+    client = client_as("pathologist")
+    assert client.get(reverse("review:disputes")).status_code == 403
+    assert client.get(_url(queue["severe"])).status_code == 403
+    assert client.post(_url(queue["severe"]), {"action": "label", "label": "NILM"}).status_code == 403
+    assert client.get(reverse("review:dashboard")).status_code == 403
+    assert client.post(reverse("review:dashboard"), {"dataset": "rq"}).status_code == 403
+    assert Cluster.objects.filter(status="disputed").count() == 4 and not AuditEntry.objects.exists()
+
+
+def test_an_admin_sees_the_dashboard_but_not_the_disputes(client_as, queue):
+    client = client_as("admin")
+    assert client.get(reverse("review:dashboard")).status_code == 200
+    assert client.get(reverse("review:disputes")).status_code == 403
+    assert client.get(_url(queue["severe"])).status_code == 403
+
+
+# --- the disputed queue -------------------------------------------------------------------------
+
+
+def test_the_queue_puts_the_riskiest_dispute_first(as_reviewer, queue):
+    rows = _rows(as_reviewer.get(reverse("review:disputes")))
+    assert rows == [queue[k].pk for k in ("severe", "alone", "mild", "weak")]  # risk 10, 3, 1, 0
+    assert rows.index(queue["severe"].pk) < rows.index(queue["mild"].pk)
+
+
+def test_the_queue_can_put_the_oldest_dispute_first(as_reviewer, queue):
+    rows = _rows(as_reviewer.get(reverse("review:disputes"), {"sort": "oldest"}))
+    assert rows == [queue[k].pk for k in ("mild", "severe", "alone", "weak")]
+
+
+def test_each_row_shows_thumbnail_votes_reasons_risk_and_age(as_reviewer, queue):
+    html = as_reviewer.get(reverse("review:disputes")).content.decode()
+    row = html[html.index(f'data-cluster="{queue["alone"].pk}"'):]
+    row = row[:row.index("</tr>")]
+    image = Image.objects.get(pk=queue["alone"].image_id)
+    assert image.thumbnail and f'href="{image.thumbnail.url}"' in row and image.thumbnail.url.startswith("/media/")
+    assert "rq" in row and "LSIL" in row and "not drawn" in row
+    assert "too few experts" in row and ">3<" in row  # risk: LSIL called negative
+    assert "hour" in row and f'href="{_url(queue["alone"])}"' in row
+
+
+def test_the_queue_filters_by_reason_with_counts(as_reviewer, queue):
+    response = as_reviewer.get(reverse("review:disputes"), {"reason": "weak_overlap"})
+    assert _rows(response) == [queue["weak"].pk]
+    assert _rows(as_reviewer.get(reverse("review:disputes"), {"reason": "label_split"})) == [
+        queue["severe"].pk, queue["mild"].pk]
+    html = as_reviewer.get(reverse("review:disputes")).content.decode()
+    assert re.search(r'data-reason="label_split">label split <span class="n">2</span>', html)
+    assert re.search(r'data-reason="too_few_experts">too few experts <span class="n">1</span>', html)
+
+
+def test_the_queue_filters_by_a_grade_some_expert_gave(as_reviewer, queue):
+    assert _rows(as_reviewer.get(reverse("review:disputes"), {"grade": "NILM"})) == [queue["severe"].pk]
+    assert _rows(as_reviewer.get(reverse("review:disputes"), {"grade": "HSIL", "sort": "oldest"})) == [
+        queue["mild"].pk, queue["severe"].pk]
+    assert _rows(as_reviewer.get(reverse("review:disputes"), {"grade": "SCC"})) == []
+
+
+def test_the_queue_filters_by_dataset(as_reviewer, queue, tmp_path, experts):
+    (other,) = _images(tmp_path, "rq-two", 1, experts_per_image=2)
+    (elsewhere,) = _annotate(other, {experts[0]: [("ASC-US", P1)], experts[1]: [("LSIL", P1)]})
+    assert _rows(as_reviewer.get(reverse("review:disputes"), {"dataset": "rq-two"})) == [elsewhere.pk]
+    assert len(_rows(as_reviewer.get(reverse("review:disputes"), {"dataset": "rq"}))) == 4
+    assert len(_rows(as_reviewer.get(reverse("review:disputes")))) == 5
+
+
+def test_an_htmx_filter_change_gets_only_the_queue_partial(as_reviewer, queue):
+    response = as_reviewer.get(reverse("review:disputes"), {"reason": "too_few_experts"}, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 200 and "<html" not in html and html.lstrip().startswith('<section id="queue"')
+    assert _rows(response) == [queue["alone"].pk]
+    assert 'href="/review/?reason=label_split"' in html and 'hx-get="/review/?reason=label_split"' in html
+
+
+def test_disputes_on_images_the_reviewer_annotated_are_hidden_from_them(client, queue, experts, settings):
+    from cytoloop.roles import Role, set_roles
+
+    expert = experts[0]  # annotated every image of the queue
+    set_roles(expert, [Role.REVIEWER])
+    client.force_login(expert)
+    response = client.get(reverse("review:disputes"))
+    assert _rows(response) == []
+    assert "4 more on images you annotated yourself are hidden" in response.content.decode()
+    settings.REVIEWERS_MAY_RESOLVE_OWN_IMAGES = True
+    assert len(_rows(client.get(reverse("review:disputes")))) == 4
+
+
+# --- the review page ----------------------------------------------------------------------------
+
+
+def test_the_review_page_shows_every_experts_boxes_votes_and_the_image(as_reviewer, queue, experts):
+    cluster = queue["alone"]  # expert 1 drew LSIL, expert 2 drew nothing
+    html = as_reviewer.get(_url(cluster)).content.decode()
+    image = cluster.image
+    assert f'href="{image.file.url}"' in html and image.file.url.startswith("/media/")
+    assert html.count('class="ebox by-e1 member"') == 2  # the full view and the close-up
+    assert 'id="cluster-box"' in html and 'id="show-e1"' in html and 'id="show-e2"' in html
+    votes = html[html.index('id="vote-table"'):html.index("</table>", html.index('id="vote-table"'))]
+    assert "expert1@example.org" in votes and "expert2@example.org" in votes
+    assert votes.count('pill lab-LSIL') == 1 and votes.count("not drawn") == 1
+    assert re.search(r'data-label="LSIL"[^>]*>\s*<th scope="row">LSIL</th>\s*<td class="bar"><span style="width: 100.0%">', html)
+    assert "No model prediction yet." in html
+
+
+def test_the_review_page_shows_boxes_of_every_expert_outside_the_cluster_too(as_reviewer, tmp_path, experts):
+    (image,) = _images(tmp_path, "many", 1, experts_per_image=3)
+    clusters = _annotate(image, {
+        experts[0]: [("NILM", P1), ("LSIL", P2)],
+        experts[1]: [("HSIL", P1)],
+        experts[2]: [("LSIL", P1), ("SCC", P3)],
+    })
+    disputed = next(c for c in clusters if c.status == "disputed" and c.x < 100)
+    html = as_reviewer.get(_url(disputed)).content.decode()
+    assert html.count('class="ebox ') == 2 * 5  # five boxes, drawn in both views
+    assert html.count(" member\"") == 2 * 3 and html.count(" other\"") == 2 * 2
+    for label in ("NILM", "HSIL", "LSIL"):
+        assert f"E{['NILM', 'HSIL', 'LSIL'].index(label) + 1} {label}" in html
+
+
+def test_the_models_opinion_is_the_prediction_overlapping_the_cluster(as_reviewer, queue):
+    cluster = queue["severe"]
+    PredictionBox.objects.create(image_id=cluster.image_id, x=22, y=21, width=48, height=50, label="HSIL",
+                                 score=0.87, model_version="yolo-v3")
+    PredictionBox.objects.create(image_id=cluster.image_id, x=200, y=120, width=40, height=40, label="NILM",
+                                 score=0.99, model_version="yolo-v3")  # elsewhere: not an opinion on it
+    html = as_reviewer.get(_url(cluster)).content.decode()
+    opinion = html[html.index('id="model-opinion"'):html.index("</section>", html.index('id="model-opinion"'))]
+    assert "HSIL" in opinion and "0.87" in opinion and "yolo-v3" in opinion and "NILM" not in opinion
+    assert "No model prediction yet" not in html
+
+
+def test_a_cluster_whose_image_has_no_consensus_is_refused(as_reviewer, queue):
+    cluster = queue["severe"]
+    Image.objects.filter(pk=cluster.image_id).update(consensus_at=None)
+    response = as_reviewer.get(_url(cluster))
+    assert response.status_code == 403 and "expert1@example.org" not in response.content.decode()
+    assert as_reviewer.post(_url(cluster), {"action": "label", "label": "HSIL"}).status_code == 403
+    assert Cluster.objects.get(pk=cluster.pk).status == "disputed" and not AuditEntry.objects.exists()
+
+
+def test_setting_the_label_resolves_through_the_service_and_is_audited(as_reviewer, queue, reviewer):
+    cluster = queue["severe"]
+    response = as_reviewer.post(_url(cluster), {"action": "label", "label": "LSIL", "note": "koilocytes"})
+    assert response.status_code == 302
+    cluster.refresh_from_db()
+    assert (cluster.status, cluster.label, cluster.resolved_by) == ("resolved", "LSIL", reviewer)
+    assert GroundTruthBox.objects.get(image_id=cluster.image_id, source="review").label == "LSIL"
+    entry = AuditEntry.objects.get()
+    assert (entry.actor, entry.action, entry.cluster_id, entry.comment) == (reviewer, "set_label", cluster.pk, "koilocytes")
+
+
+def test_after_a_decision_the_next_riskiest_dispute_opens_with_a_message(as_reviewer, queue):
+    response = as_reviewer.post(_url(queue["severe"]), {"action": "label", "label": "HSIL"}, follow=True)
+    assert response.redirect_chain[-1][0] == _url(queue["alone"]) + f"?from={queue['severe'].pk}"
+    html = response.content.decode()
+    assert f"Cluster #{queue['severe'].pk}" in html and "resolved as HSIL" in html
+    assert 'id="just-decided"' in html
+    for key in ("alone", "mild"):
+        as_reviewer.post(_url(queue[key]), {"action": "reject"})
+    last = as_reviewer.post(_url(queue["weak"]), {"action": "label", "label": "LSIL"}, follow=True)
+    assert last.redirect_chain[-1][0] == reverse("review:disputes")
+    assert "No disputed cluster is left for you" in last.content.decode()
+
+
+def test_adjusting_the_box_resolves_with_the_new_box(as_reviewer, queue, reviewer):
+    cluster = queue["weak"]
+    response = as_reviewer.post(_url(cluster), {"action": "box", "x": "24", "y": "23.5", "width": "50",
+                                                "height": "52", "label": "LSIL"})
+    assert response.status_code == 302
+    cluster.refresh_from_db()
+    assert (cluster.status, cluster.x, cluster.y, cluster.width, cluster.height) == ("resolved", 24.0, 23.5, 50.0, 52.0)
+    entry = AuditEntry.objects.get()
+    assert entry.action == "adjust_box" and entry.actor == reviewer and entry.after["x"] == 24.0
+    truth = GroundTruthBox.objects.get(image_id=cluster.image_id, source="review")
+    assert (truth.x, truth.height, truth.label) == (24.0, 52.0, "LSIL")
+
+
+@pytest.mark.parametrize("box", [
+    {"x": "290", "y": "20", "width": "50", "height": "50"},  # past the right edge
+    {"x": "20", "y": "20", "width": "0", "height": "50"},
+    {"x": "twenty", "y": "20", "width": "50", "height": "50"},
+    {"x": "nan", "y": "20", "width": "50", "height": "50"},
+])
+def test_a_bad_box_is_refused_with_400_and_nothing_changes(as_reviewer, queue, box):
+    cluster = queue["severe"]
+    response = as_reviewer.post(_url(cluster), {"action": "box", "label": "HSIL", **box})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'id="review-error"' in html and "Nothing was changed" in html
+    assert f'value="{box["x"]}"' in html  # what was typed stays in the form
+    after = Cluster.objects.get(pk=cluster.pk)
+    assert (after.status, after.x, after.label) == ("disputed", cluster.x, cluster.label)
+    assert not AuditEntry.objects.exists() and not GroundTruthBox.objects.filter(source="review").exists()
+
+
+def test_rejecting_marks_the_cluster_not_a_lesion(as_reviewer, queue, reviewer):
+    cluster = queue["alone"]
+    assert as_reviewer.post(_url(cluster), {"action": "reject", "note": "debris"}).status_code == 302
+    assert Cluster.objects.get(pk=cluster.pk).status == "rejected"
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.actor, entry.comment) == ("reject", reviewer, "debris")
+
+
+def test_asking_for_one_more_expert_assigns_a_pathologist_and_is_audited(as_reviewer, queue, experts, reviewer):
+    cluster = queue["severe"]
+    assert as_reviewer.post(_url(cluster), {"action": "expert"}).status_code == 302
+    assignment = Assignment.objects.get(image_id=cluster.image_id, extra=True)
+    assert assignment.annotator == experts[2]
+    assert AuditEntry.objects.get().action == "request_expert"
+    html = as_reviewer.get(_url(cluster)).content.decode()
+    assert 'id="pending-expert"' in html and "expert3@example.org" in html
+    again = as_reviewer.post(_url(cluster), {"action": "expert"})
+    assert again.status_code == 400 and "annotating this image right now" in again.content.decode()
+    assert Assignment.objects.filter(image_id=cluster.image_id, extra=True).count() == 1
+
+
+def test_a_comment_is_audited_and_an_empty_one_refused(as_reviewer, queue, reviewer):
+    cluster = queue["mild"]
+    response = as_reviewer.post(_url(cluster), {"action": "comment", "text": "Look at the upper nucleus"})
+    assert response.status_code == 302 and response["Location"].endswith("#audit")
+    assert Cluster.objects.get(pk=cluster.pk).status == "disputed"
+    html = as_reviewer.get(_url(cluster)).content.decode()
+    assert "Look at the upper nucleus" in html[html.index('id="audit-table"'):]
+    empty = as_reviewer.post(_url(cluster), {"action": "comment", "text": "  "})
+    assert empty.status_code == 400 and "a comment needs some text" in empty.content.decode()
+    assert AuditEntry.objects.filter(action="comment").count() == 1
+
+
+def test_the_audit_trail_shows_who_when_and_before_and_after(as_reviewer, queue, reviewer):
+    cluster = queue["mild"]
+    services.resolve_cluster(cluster=cluster, reviewer=reviewer, label="ASC-H", comment="second look")
+    html = as_reviewer.get(_url(cluster)).content.decode()
+    audit = html[html.index('id="audit-table"'):]
+    assert "rita@example.org" in audit and 'data-action="set_label"' in audit and "Set Label" in audit
+    assert "disputed → resolved" in audit and "HSIL → ASC-H" in audit and "second look" in audit
+
+
+def test_a_reviewer_cannot_decide_on_an_image_they_annotated(client, queue, experts, settings):
+    from cytoloop.roles import Role, set_roles
+
+    expert = experts[0]
+    set_roles(expert, [Role.REVIEWER])
+    client.force_login(expert)
+    cluster = queue["severe"]
+    page = client.get(_url(cluster)).content.decode()
+    assert 'id="own-image"' in page and "<fieldset disabled>" in page
+    response = client.post(_url(cluster), {"action": "label", "label": "NILM"})
+    assert response.status_code == 400 and "annotated this image yourself" in response.content.decode()
+    assert Cluster.objects.get(pk=cluster.pk).status == "disputed" and not AuditEntry.objects.exists()
+
+
+def test_an_unknown_label_or_action_is_400(as_reviewer, queue):
+    cluster = queue["severe"]
+    assert as_reviewer.post(_url(cluster), {"action": "label", "label": "CIN2"}).status_code == 400
+    assert as_reviewer.post(_url(cluster), {"action": "delete"}).status_code == 400
+    assert Cluster.objects.get(pk=cluster.pk).status == "disputed"
+
+
+# --- the agreement dashboard --------------------------------------------------------------------
+
+
+@pytest.fixture
+def panel(tmp_path, experts):
+    """Dataset "panel": three experts, four images, agreed and disputed clusters."""
+    e1, e2, e3 = experts
+    i1, i2, i3, i4 = _images(tmp_path, "panel", 4, experts_per_image=3)
+    _annotate(i1, {e1: [("HSIL", P1), ("LSIL", P2)], e2: [("HSIL", P1), ("LSIL", P2)],
+                   e3: [("HSIL", P1), ("ASC-US", P2)]})
+    _annotate(i2, {e1: [("NILM", P1)], e2: [("NILM", P1), ("ASC-H", P3)], e3: [("ASC-US", P1), ("HSIL", P3)]})
+    _annotate(i3, {e1: [("SCC", P2)], e2: [("HSIL", P2)], e3: [("SCC", P2)]})
+    _annotate(i4, {e1: [("LSIL", P1), ("ASC-US", P3)], e2: [("ASC-US", P1)], e3: [("LSIL", P1), ("ASC-US", P3)]})
+    return i1.dataset
+
+
+def _number(html: str, element_id: str) -> float:
+    return float(re.search(rf'id="{element_id}">([-0-9.]+)<', html).group(1))
+
+
+def test_the_dashboard_numbers_are_annotation_agreement_on_the_same_clusters(client_as, panel, experts):
+    labels, consensus, columns, _ = services.cluster_label_matrix(panel)
+    assert len(labels) == 7 and columns == [e.pk for e in experts]
+    full = labels[(labels >= 0).sum(axis=1) == 3]
+    fleiss = agreement.fleiss_kappa(agreement.category_counts(full))
+    alpha = agreement.krippendorff_alpha(agreement.reliability_data(labels), "ordinal", n_categories=6)
+    agree = agreement.agreement_with_consensus(labels, consensus)
+    reliability = agreement.dawid_skene(labels).reliability
+    kappas = agreement.pairwise_cohen(labels, weights="quadratic")
+
+    response = client_as("reviewer").get(reverse("review:dashboard"), {"dataset": "panel"})
+    html = response.content.decode()
+    stats = response.context["stats"]
+    assert stats["fleiss"] == pytest.approx(fleiss) and stats["fleiss_items"] == len(full)
+    assert stats["alpha"] == pytest.approx(alpha)
+    assert _number(html, "fleiss") == pytest.approx(fleiss, abs=5e-4)
+    assert _number(html, "alpha") == pytest.approx(alpha, abs=5e-4)
+    for j, expert in enumerate(experts):
+        card = html[html.index(f'id="expert-{expert.pk}"'):]
+        card = card[:card.index("</article>")]
+        assert f'data-value="{agree[j]:.6f}"' in card
+        assert f'data-value="{reliability[j]:.6f}"' in card and ">live<" in card
+        assert f'<dd class="n-clusters">{int((labels[:, j] >= 0).sum())}</dd>' in card
+        confusion = agreement.confusion_against(labels[:, j], consensus)
+        assert response.context["experts"][j]["confusion"] == confusion.tolist()
+        assert f'id="confusion-{expert.pk}"' in card and card.count('<g class="cell ') == 36
+    assert len(kappas) == 3
+    for (i, j), kappa in kappas.items():
+        for a, b in ((i, j), (j, i)):  # the table is symmetric
+            shown = re.search(rf'data-pair="{a}-{b}" data-kappa="([^"]+)"', html).group(1)
+            assert (shown == "nan" and np.isnan(kappa)) or float(shown) == pytest.approx(kappa, abs=1e-6)
+    assert _number(html, "n-clusters") == 7
+
+
+def test_the_dashboard_per_class_and_over_time(client_as, panel):
+    response = client_as("reviewer").get(reverse("review:dashboard"), {"dataset": "panel"})
+    html = response.content.decode()
+    classes = {row["label"]: row for row in response.context["classes"]}
+    clusters = Cluster.objects.filter(image__dataset=panel)
+    for label, row in classes.items():
+        mine = clusters.filter(label=label)
+        assert row["clusters"] == mine.count()
+        assert row["reviewed"] == mine.filter(status__in=["disputed", "resolved"]).count()
+        if mine.exists():
+            assert row["mean_vote_share"] == pytest.approx(np.mean([c.vote_share for c in mine]))
+    points = response.context["over_time"]["points"]
+    assert len(points) == 1 and points[0]["clusters"] == 7
+    assert points[0]["agreed"] == clusters.filter(status="agreed").count()
+    assert 'id="agreement-over-time"' in html and 'class="dot"' in html
+
+
+def test_recompute_stores_dawid_skene_reliability_through_the_service(client_as, panel, experts):
+    client = client_as("admin")
+    response = client.post(reverse("review:dashboard"), {"dataset": "panel"}, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("review:dashboard") + "?dataset=panel"
+    rows = {r.user_id: r for r in ExpertReliability.objects.filter(dataset=panel)}
+    assert set(rows) == {e.pk for e in experts}
+    html = response.content.decode()
+    assert "recomputed (Dawid-Skene) and stored" in html and ">stored<" in html
+    card = html[html.index(f'id="expert-{experts[0].pk}"'):]
+    assert f'data-value="{rows[experts[0].pk].reliability:.6f}"' in card[:card.index("</article>")]
+
+
+def test_the_dashboard_handles_a_dataset_without_clusters_and_no_dataset(client_as, tmp_path):
+    client = client_as("reviewer")
+    assert "No dataset yet" in client.get(reverse("review:dashboard")).content.decode()
+    _images(tmp_path, "fresh", 2, experts_per_image=3)
+    response = client.get(reverse("review:dashboard"), {"dataset": "fresh"})
+    assert response.status_code == 200 and "has no clusters yet" in response.content.decode()
+    assert client.post(reverse("review:dashboard"), {"dataset": "fresh"}).status_code == 302
+    assert not ExpertReliability.objects.exists()
+
+
+def test_the_dashboard_dataset_chips_update_by_htmx(client_as, panel, tmp_path):
+    _images(tmp_path, "fresh", 1, experts_per_image=3)
+    client = client_as("reviewer")
+    html = client.get(reverse("review:dashboard"), {"dataset": "fresh"}, headers={"HX-Request": "true"}).content.decode()
+    assert "<html" not in html and html.lstrip().startswith('<section id="agreement"')
+    assert 'hx-get="/review/agreement/?dataset=panel"' in html and 'href="/review/agreement/?dataset=panel"' in html
+    default = client.get(reverse("review:dashboard"))  # the first dataset with clusters
+    assert default.context["dataset"] == panel
