@@ -1378,6 +1378,10 @@ def reject_cluster(*, cluster, reviewer, comment: str = ""):
 def comment_on_cluster(*, cluster, reviewer, text: str):
     from annotation.models import AuditEntry
 
+    from cytoloop.roles import Role, has_role
+
+    if not has_role(reviewer, Role.REVIEWER):
+        raise ReviewRefused("only reviewers comment on clusters")
     text = (text or "").strip()
     if not text:
         raise ReviewRefused("a comment needs some text")

@@ -1,0 +1,109 @@
+"""Training records (Django ORM): dataset versions, training runs, model versions, promotions.
+
+This is the training app's Django models module (see TrainingConfig.import_models): the
+package training/models/ holds the networks (ResNeSt, YOLOv4), which are pure Keras and must
+import without Django, so the ORM cannot live in training/models/__init__.py.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q, UniqueConstraint
+
+
+class ModelKind(models.TextChoices):
+    CLASSIFIER = "classifier", "classifier (ResNeSt)"
+    DETECTOR = "detector", "detector (YOLOv4)"
+
+
+class DatasetVersion(models.Model):
+    """A frozen split of a dataset's images (70/15/15 by image, stratified by grade)."""
+
+    dataset = models.ForeignKey("annotation.Dataset", on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    seed = models.IntegerField(default=0)
+    splits = models.JSONField(help_text='{"train": [image ids], "val": [...], "test": [...]}')
+    counts = models.JSONField(default=dict, help_text="images and clusters per split and label")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "-number"]
+        constraints = [UniqueConstraint(fields=["dataset", "number"], name="one_number_per_dataset_version")]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name} v{self.number}"
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        INTERRUPTED = "interrupted", "interrupted (worker lost; can resume)"
+
+    kind = models.CharField(max_length=12, choices=ModelKind.choices)
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="runs")
+    config = models.JSONField(help_text="the full run configuration (frozen dataclasses as JSON)")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.JSONField(default=dict, blank=True,
+                                help_text="step, steps, epoch, epochs, loss, val metrics, eta_s")
+    history = models.JSONField(default=list, blank=True, help_text="one entry per finished epoch")
+    best_metric = models.FloatField(null=True, blank=True)
+    best_epoch = models.PositiveIntegerField(null=True, blank=True)
+    checkpoint_dir = models.CharField(max_length=500, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} run {self.pk} ({self.status})"
+
+
+class ModelVersion(models.Model):
+    kind = models.CharField(max_length=12, choices=ModelKind.choices)
+    name = models.CharField(max_length=100, unique=True)
+    run = models.OneToOneField(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="model_version")
+    dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="model_versions")
+    artifact_dir = models.CharField(max_length=500, help_text="media-relative folder: SavedModel, .keras, report")
+    config = models.JSONField()
+    metrics = models.JSONField(help_text="evaluation report on the test split")
+    promoted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            UniqueConstraint(fields=["kind"], condition=Q(promoted=True), name="one_promoted_version_per_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Promotion(models.Model):
+    """Which version served inference when (rollback promotes the previous one again)."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="promotions")
+    kind = models.CharField(max_length=12, choices=ModelKind.choices)
+    promoted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    promoted_at = models.DateTimeField(auto_now_add=True)
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-promoted_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} promoted"
