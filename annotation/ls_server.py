@@ -112,7 +112,9 @@ class LabelStudioServer:
         if self.process is not None and self.process.poll() is None:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path or self.data_dir / "label-studio.log", "ab")
+        log_path = Path(self.log_path or self.data_dir / "label-studio.log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [str(self.executable), "start", "--no-browser", "--internal-host", self.host,
              "--port", str(self.port), "--data-dir", str(self.data_dir)],
