@@ -1377,7 +1377,6 @@ def reject_cluster(*, cluster, reviewer, comment: str = ""):
 
 def comment_on_cluster(*, cluster, reviewer, text: str):
     from annotation.models import AuditEntry
-
     from cytoloop.roles import Role, has_role
 
     if not has_role(reviewer, Role.REVIEWER):

@@ -36,7 +36,7 @@ def wait_for_http(url: str, *, timeout: float = 60.0, proc: subprocess.Popen | N
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def test_db_env() -> dict:
+def child_env() -> dict:
     """The environment for a child process that must see this test's database (test_* on PostgreSQL)."""
     from django.db import connection
 
@@ -55,7 +55,7 @@ def manage(*args: str, env: dict | None = None, input: str | None = None, timeou
 
     Without ``env`` the child sees this test's database."""
     if env is None:
-        env = test_db_env()
+        env = child_env()
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
         cwd=ROOT,

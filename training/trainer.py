@@ -86,6 +86,7 @@ def train_classifier(
     import keras
     import tensorflow as tf
 
+    import training.models.resnest  # noqa: F401  (registers the custom layers for resuming)
     from training.metrics import classification_report, macro_f1
     from training.pipeline import train_dataset
     from training.smoothing import make_targets
@@ -193,6 +194,8 @@ def train_classifier(
 def export_saved_model(model_path: Path, out_dir: Path) -> Path:
     """A TensorFlow SavedModel of the trained classifier, for serving."""
     import keras
+
+    import training.models.resnest  # noqa: F401  (registers the custom layers for loading)
 
     model = keras.saving.load_model(model_path)
     out_dir = Path(out_dir)

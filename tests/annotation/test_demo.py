@@ -11,9 +11,9 @@ from tests.helpers import manage
 def test_seed_demo_includes_cric_with_its_licence_and_is_idempotent(transactional_db, tmp_path, settings):
     if not settings.CRIC_DIR.exists():
         pytest.skip("CRIC folder not present")
-    from tests.helpers import test_db_env
+    from tests.helpers import child_env
 
-    env = {**test_db_env(), "MEDIA_ROOT": str(tmp_path / "media"), "CYTOLOOP_VAR_DIR": str(tmp_path)}
+    env = {**child_env(), "MEDIA_ROOT": str(tmp_path / "media"), "CYTOLOOP_VAR_DIR": str(tmp_path)}
     first = manage("seed_demo", "--synthetic-images", "2", "--quiet-logins", env=env)
     assert first.returncode == 0, first.stderr
     assert Dataset.objects.get(name=SYNTHETIC_NAME).images.count() == 2
@@ -28,9 +28,9 @@ def test_seed_demo_includes_cric_with_its_licence_and_is_idempotent(transactiona
 
 
 def test_seed_demo_without_cric_is_synthetic_only(transactional_db, tmp_path):
-    from tests.helpers import test_db_env
+    from tests.helpers import child_env
 
-    env = {**test_db_env(), "MEDIA_ROOT": str(tmp_path / "media"), "CYTOLOOP_VAR_DIR": str(tmp_path),
+    env = {**child_env(), "MEDIA_ROOT": str(tmp_path / "media"), "CYTOLOOP_VAR_DIR": str(tmp_path),
            "CRIC_DIR": str(tmp_path / "no-cric")}
     result = manage("seed_demo", "--synthetic-images", "1", "--quiet-logins", env=env)
     assert result.returncode == 0, result.stderr

@@ -230,9 +230,9 @@ def test_import_command_prints_a_line_per_bad_file_and_a_summary(tmp_path, trans
     (folder / "ok.png").write_bytes(png_bytes(80))
     (folder / "bad.png").write_bytes(png_bytes(81)[:300])  # truncated
     env_media = {"MEDIA_ROOT": str(tmp_path / "media")}
-    from tests.helpers import test_db_env
+    from tests.helpers import child_env
 
-    result = manage("import_images", str(folder), "--dataset", "cmd-ds", env={**test_db_env(), **env_media})
+    result = manage("import_images", str(folder), "--dataset", "cmd-ds", env={**child_env(), **env_media})
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
     assert "skipped bad.png:" in out

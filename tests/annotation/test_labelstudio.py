@@ -263,7 +263,7 @@ def test_a_submission_is_kept_when_the_broker_is_down(tmp_path, make_user):
     import subprocess
     import sys
 
-    from tests.helpers import ROOT, test_db_env
+    from tests.helpers import ROOT, child_env
 
     ds, images = _dataset(tmp_path, "nobroker")
     expert = make_user("rb@example.org", roles=["pathologist"])
@@ -275,7 +275,7 @@ def test_a_submission_is_kept_when_the_broker_is_down(tmp_path, make_user):
         " annotator=get_user_model().objects.get(username='rb@example.org'),"
         " boxes=[Box(1.0, 1.0, 5.0, 5.0, 'HSIL')]); print('stored', a.pk)"
     )
-    env = {**test_db_env(), "REDIS_URL": "redis://127.0.0.1:1/0", "MEDIA_ROOT": str(tmp_path)}
+    env = {**child_env(), "REDIS_URL": "redis://127.0.0.1:1/0", "MEDIA_ROOT": str(tmp_path)}
     result = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

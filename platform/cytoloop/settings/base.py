@@ -204,3 +204,8 @@ REVIEWERS_MAY_RESOLVE_OWN_IMAGES = env.bool("REVIEWERS_MAY_RESOLVE_OWN_IMAGES", 
 CELERY_BEAT_SCHEDULE["consensus-sweep"] = {"task": "annotation.consensus_sweep", "schedule": 120.0}
 #: show model pre-annotations in the annotate editor (rounds that allow it); blind by default
 ANNOTATE_SHOW_PREDICTIONS = env.bool("ANNOTATE_SHOW_PREDICTIONS", default=False)
+
+# --- training --------------------------------------------------------------------------------------
+#: hard limit of one training task on a worker (the run's own time limit stops it gracefully first)
+TRAINING_TIME_LIMIT_S = env.int("TRAINING_TIME_LIMIT_S", default=24 * 3600)
+CELERY_BEAT_SCHEDULE["training-mark-interrupted"] = {"task": "training.mark_interrupted", "schedule": 300.0}

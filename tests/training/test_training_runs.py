@@ -1,0 +1,156 @@
+"""Training runs on the database: dataset versions, a tiny run end to end, cancel, crash and
+resume, the registry. Tiny preset, 32 px crops: seconds per epoch on this CPU."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from annotation.formats import write_coco
+from annotation.models import Image
+from annotation.services import ensure_dataset, import_images
+from annotation.synthetic import SyntheticConfig, generate_dataset
+from tests.helpers import ROOT, child_env, manage
+from training.augment import AugmentConfig
+from training.config import ClassifierRunConfig, DataConfig, OptimConfig
+from training.records import ModelVersion, Promotion, TrainingRun
+from training.services import (
+    TrainingRefused,
+    cancel_run,
+    classifier_data,
+    create_dataset_version,
+    execute_run,
+    mark_interrupted_runs,
+    promote,
+    promoted_version,
+    resume_run,
+    rollback,
+    start_training_run,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def tiny(epochs=2, **optim):
+    return ClassifierRunConfig(
+        preset="resnest_tiny", dropout=0.0, data=DataConfig(input_size=32),
+        augment=AugmentConfig(oversample=False),
+        optim=OptimConfig(epochs=epochs, batch_size=8, learning_rate=3e-3, **optim),
+    )
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    out = tmp_path / "synth"
+    records = generate_dataset(out, 14, seed=4, config=SyntheticConfig.small(size=256))
+    write_coco(records, out / "annotations.json")
+    ds, _ = ensure_dataset(name="trainset")
+    import_images(dataset=ds, path=out / "images", annotations=out / "annotations.json")
+    return ds
+
+
+def test_a_dataset_version_freezes_splits_by_image(synthetic):
+    first = create_dataset_version(dataset=synthetic, seed=1)
+    second = create_dataset_version(dataset=synthetic, seed=1)
+    assert (first.number, second.number) == (1, 2) and first.splits == second.splits
+    ids = first.splits["train"] + first.splits["val"] + first.splits["test"]
+    assert sorted(ids) == sorted(Image.objects.filter(dataset=synthetic).values_list("id", flat=True))
+    assert len(set(ids)) == len(ids)
+    for name, members in first.splits.items():
+        assert set(Image.objects.filter(pk__in=members).values_list("split", flat=True)) <= {name}
+
+
+def test_classifier_data_has_one_crop_per_cluster_and_no_image_in_two_splits(synthetic):
+    version = create_dataset_version(dataset=synthetic, seed=0)
+    data = classifier_data(version, input_size=32, margin=0.25)
+    total = sum(c for split in version.counts.values() for c in split["clusters"].values())
+    assert len(data.train_labels) + len(data.val_labels) + len(data.test_labels) == total
+    assert data.train_images.shape[1:] == (32, 32, 3)
+    assert data.train_votes.shape == (len(data.train_labels), 6)
+
+
+def test_a_tiny_run_trains_registers_a_version_with_a_saved_model_and_report(synthetic, settings, tmp_path):
+    run = start_training_run(kind="classifier", config=tiny(), dataset=synthetic, enqueue=False)
+    assert ClassifierRunConfig.from_json(json.loads(json.dumps(run.config))) == tiny()
+    run = execute_run(run.pk)
+    assert run.status == "succeeded", run.error
+    assert len(run.history) == 2 and run.best_metric is not None
+    assert run.progress.get("epoch") == 2 and run.progress.get("epochs") == 2, run.progress
+    version = ModelVersion.objects.get(run=run)
+    folder = Path(settings.MEDIA_ROOT) / version.artifact_dir
+    assert (folder / "saved_model" / "saved_model.pb").exists()
+    assert (folder / "model.keras").exists() and (folder / "confusion.png").stat().st_size > 1000
+    report = version.metrics["test"]
+    assert set(report["classes"]) == {"NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"}
+    assert 0.0 <= report["average"]["f1"] <= 1.0 and report["n"] > 0
+    assert execute_run(run.pk).status == "succeeded"  # idempotent: a finished run stays as it is
+    assert ModelVersion.objects.count() == 1
+
+
+def test_a_run_cancelled_before_its_first_step_stops_and_keeps_no_version(synthetic):
+    run = start_training_run(kind="classifier", config=tiny(), dataset=synthetic, enqueue=False)
+    TrainingRun.objects.filter(pk=run.pk).update(status="running")
+    cancel_run(run=run)
+    TrainingRun.objects.filter(pk=run.pk).update(status="queued")
+    run = execute_run(run.pk)
+    assert run.status == "cancelled" and not ModelVersion.objects.exists()
+    queued = start_training_run(kind="classifier", config=tiny(), dataset=synthetic, enqueue=False)
+    assert cancel_run(run=queued).status == "cancelled"
+    with pytest.raises(TrainingRefused):
+        cancel_run(run=queued)
+
+
+def test_a_run_killed_mid_training_is_marked_interrupted_and_resumes_from_its_checkpoint(synthetic, settings):
+    run = start_training_run(kind="classifier", config=tiny(epochs=3), dataset=synthetic, enqueue=False)
+    env = {**child_env(), "MEDIA_ROOT": str(settings.MEDIA_ROOT), "TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "-c",
+         f"from training.services import execute_run; execute_run({run.pk})"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state = Path(settings.MEDIA_ROOT) / "runs" / str(run.pk) / "state.json"
+    deadline = time.monotonic() + 240
+    while not state.exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.2)
+    if not state.exists():
+        child.kill()
+        pytest.fail("the first epoch's checkpoint never appeared: " + child.communicate()[1][-3000:])
+    os.kill(child.pid, 9)  # the worker dies mid-run
+    child.wait()
+    assert TrainingRun.objects.get(pk=run.pk).status == "running"
+    from datetime import timedelta
+
+    assert mark_interrupted_runs(stale_after=timedelta(seconds=0)) == 1
+    run = resume_run(run=TrainingRun.objects.get(pk=run.pk), enqueue=False)
+    done_before = json.loads(state.read_text())["epoch"] + 1
+    run = execute_run(run.pk)
+    assert run.status == "succeeded", run.error
+    assert [h["epoch"] for h in run.history] == [1, 2, 3]
+    assert done_before >= 1  # it continued from the checkpoint instead of starting over
+
+
+def test_promote_and_rollback(synthetic):
+    versions = []
+    for _ in range(2):
+        run = execute_run(start_training_run(kind="classifier", config=tiny(epochs=1), dataset=synthetic,
+                                             enqueue=False).pk)
+        versions.append(ModelVersion.objects.get(run=run))
+    promote(version=versions[0])
+    promote(version=versions[1])
+    assert promoted_version("classifier") == versions[1]
+    assert ModelVersion.objects.filter(promoted=True).count() == 1
+    assert rollback(kind="classifier") == versions[0]
+    assert promoted_version("classifier").pk == versions[0].pk
+    assert Promotion.objects.count() == 3
+
+
+def test_train_command_refuses_bad_input_with_one_line(synthetic):
+    bad = manage("train", "classifier", "--dataset", "nope")
+    assert bad.returncode != 0 and "no dataset named 'nope'" in bad.stderr
+    bad = manage("train", "classifier", "--dataset", "trainset", "--preset", "resnest9")
+    assert bad.returncode != 0 and "unknown preset" in bad.stderr and "Traceback" not in bad.stderr
+    bad = manage("train", "detector", "--dataset", "trainset")
+    assert bad.returncode != 0 and "not available yet" in bad.stderr

@@ -1,0 +1,290 @@
+"""Writes for training: dataset versions, training runs, the model registry."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.bethesda import BETHESDA
+from annotation.models import Cluster, Dataset, GroundTruthBox, Image
+from training.records import DatasetVersion, ModelKind, ModelVersion, Promotion, TrainingRun
+
+log = logging.getLogger(__name__)
+
+
+class TrainingRefused(Exception):
+    """A training or registry action that cannot be done (the message says why)."""
+
+
+# --- dataset versions -----------------------------------------------------------------------------
+
+
+def truth_for(images) -> dict[int, list[tuple]]:
+    """Each image's training truth: (Box, vote distribution or None) per cluster.
+
+    Expert consensus and reviewers' decisions win over imported boxes: an image with consensus
+    or review ground truth uses those (agreed clusters carry their vote shares); otherwise its
+    imported ground truth (synthetic truth, CRIC points) is used."""
+    ids = [im.pk for im in images]
+    reviewed = set(GroundTruthBox.objects.filter(image_id__in=ids, source__in=["consensus", "review"])
+                   .values_list("image_id", flat=True))
+    votes = {}
+    for image_id, x, y, w, h, v in Cluster.objects.filter(image_id__in=reviewed, status="agreed").values_list(
+            "image_id", "x", "y", "width", "height", "votes"):
+        votes[(image_id, x, y, w, h)] = v
+    out: dict[int, list[tuple]] = {i: [] for i in ids}
+    for gt in GroundTruthBox.objects.filter(image_id__in=ids).order_by("image_id", "id"):
+        if (gt.image_id in reviewed) != (gt.source in ("consensus", "review")):
+            continue
+        out[gt.image_id].append((gt.as_box(), votes.get((gt.image_id, gt.x, gt.y, gt.width, gt.height))))
+    return out
+
+
+def create_dataset_version(*, dataset: Dataset, seed: int = 0, created_by=None) -> DatasetVersion:
+    """Freeze a 70/15/15 split of the dataset's images, by image, stratified by grade."""
+    from training.splits import image_grade, stratified_split
+
+    images = list(Image.objects.filter(dataset=dataset).order_by("id"))
+    if not images:
+        raise TrainingRefused(f"dataset {dataset.name} has no images")
+    truth = truth_for(images)
+    grades = [image_grade([BETHESDA.index(b.label) for b, _ in truth[im.pk]]) for im in images]
+    splits = stratified_split([im.pk for im in images], grades, seed=seed)
+    split_of = {i: name for name, ids in splits.items() for i in ids}
+    counts: dict[str, dict] = {name: {"images": len(ids), "clusters": dict.fromkeys(BETHESDA, 0)}
+                               for name, ids in splits.items()}
+    for image_id, boxes in truth.items():
+        for box, _ in boxes:
+            counts[split_of[image_id]]["clusters"][box.label] += 1
+    with transaction.atomic():
+        last = DatasetVersion.objects.select_for_update().filter(dataset=dataset).order_by("-number").first()
+        version = DatasetVersion.objects.create(dataset=dataset, number=(last.number + 1) if last else 1,
+                                                seed=seed, splits=splits, counts=counts, created_by=created_by)
+        for name, ids in splits.items():
+            Image.objects.filter(pk__in=ids).update(split=name)
+    return version
+
+
+def classifier_data(version: DatasetVersion, *, input_size: int, margin: float, max_train_crops: int | None = None,
+                    progress=None):
+    """Crops, labels and vote shares per split of a dataset version (training.trainer.ClassifierData)."""
+    import io
+
+    from django.core.files.storage import default_storage
+    from PIL import Image as PILImage
+
+    from annotation.imaging import to_display_rgb
+    from training.crops import crops_for_image
+    from training.trainer import ClassifierData
+
+    arrays: dict[str, dict[str, list]] = {s: {"x": [], "y": [], "v": []} for s in ("train", "val", "test")}
+    split_of = {i: name for name, ids in version.splits.items() for i in ids}
+    images = list(Image.objects.filter(pk__in=list(split_of)).order_by("id"))
+    truth = truth_for(images)
+    for n, image in enumerate(images, start=1):
+        boxes = truth[image.pk]
+        if boxes:
+            with default_storage.open(image.file.name, "rb") as handle:
+                pixels = np.asarray(to_display_rgb(PILImage.open(io.BytesIO(handle.read()))))
+            target = arrays[split_of[image.pk]]
+            target["x"].append(crops_for_image(pixels, [b for b, _ in boxes], size=input_size, margin=margin))
+            for box, votes in boxes:
+                target["y"].append(BETHESDA.index(box.label))
+                onehot = np.eye(len(BETHESDA))[BETHESDA.index(box.label)]
+                target["v"].append(np.asarray(votes, dtype=np.float64) if votes else onehot)
+        if progress:
+            progress(n, len(images))
+
+    def stack(name):
+        part = arrays[name]
+        x = np.concatenate(part["x"]) if part["x"] else np.zeros((0, input_size, input_size, 3), np.uint8)
+        return x, np.asarray(part["y"], dtype=np.int64), np.asarray(part["v"]).reshape(-1, len(BETHESDA))
+
+    (tx, ty, tv), (vx, vy, _), (sx, sy, _) = stack("train"), stack("val"), stack("test")
+    if max_train_crops and len(ty) > max_train_crops:
+        keep = np.random.default_rng(version.seed).permutation(len(ty))[:max_train_crops]
+        tx, ty, tv = tx[keep], ty[keep], tv[keep]
+    return ClassifierData(tx, ty, vx, vy, sx, sy, train_votes=tv)
+
+
+# --- training runs ----------------------------------------------------------------------------------
+
+
+def start_training_run(*, kind: str, config, dataset: Dataset, created_by=None, version: DatasetVersion | None = None,
+                       enqueue: bool = True) -> TrainingRun:
+    """Record a run (its full config as JSON) and queue it on the gpu queue after commit."""
+    if kind != ModelKind.CLASSIFIER:
+        raise TrainingRefused(f"training {kind} models is not available yet")
+    with transaction.atomic():
+        version = version or DatasetVersion.objects.filter(dataset=dataset).order_by("-number").first() \
+            or create_dataset_version(dataset=dataset, created_by=created_by)
+        run = TrainingRun.objects.create(kind=kind, dataset_version=version, config=config.to_json(),
+                                         created_by=created_by)
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_run(run.pk))
+    return run
+
+
+def _enqueue_run(run_id: int) -> None:
+    from training.tasks import train_task
+
+    try:
+        result = train_task.apply_async((run_id,), retry=False)
+        TrainingRun.objects.filter(pk=run_id).update(progress={"task_id": result.id})
+    except Exception as exc:
+        TrainingRun.objects.filter(pk=run_id).update(status=TrainingRun.Status.FAILED,
+                                                     error=f"could not queue the run: {exc}")
+
+
+def cancel_run(*, run: TrainingRun) -> TrainingRun:
+    """Ask a queued or running run to stop (it stops at the next step and is marked cancelled)."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if run.status == TrainingRun.Status.QUEUED:
+            run.status, run.finished_at = TrainingRun.Status.CANCELLED, timezone.now()
+        elif run.status not in (TrainingRun.Status.RUNNING, TrainingRun.Status.INTERRUPTED):
+            raise TrainingRefused(f"run {run.pk} is {run.status}; nothing to cancel")
+        if run.status == TrainingRun.Status.INTERRUPTED:
+            run.status, run.finished_at = TrainingRun.Status.CANCELLED, timezone.now()
+        run.cancel_requested = True
+        run.save()
+    return run
+
+
+def mark_interrupted_runs(*, stale_after: timedelta = timedelta(minutes=5)) -> int:
+    """Runs whose worker stopped sending heartbeats (killed, crashed) become "interrupted"."""
+    return TrainingRun.objects.filter(
+        status=TrainingRun.Status.RUNNING, heartbeat_at__lt=timezone.now() - stale_after
+    ).update(status=TrainingRun.Status.INTERRUPTED, error="the worker stopped sending heartbeats")
+
+
+def resume_run(*, run: TrainingRun, enqueue: bool = True) -> TrainingRun:
+    """Queue an interrupted run again; it continues from its last checkpoint."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if run.status != TrainingRun.Status.INTERRUPTED:
+            raise TrainingRefused(f"run {run.pk} is {run.status}; only interrupted runs resume")
+        run.status, run.error = TrainingRun.Status.QUEUED, ""
+        run.save(update_fields=["status", "error"])
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue_run(run.pk))
+    return run
+
+
+def run_dir(run: TrainingRun) -> Path:
+    return Path(settings.MEDIA_ROOT) / "runs" / str(run.pk)
+
+
+def execute_run(run_id: int) -> TrainingRun:
+    """Train (or resume) a run in this process: the gpu worker's task calls this. Idempotent:
+    a finished run is left as it is; a run another live worker holds is not touched."""
+    import socket
+
+    from training.config import ClassifierRunConfig
+    from training.trainer import Hooks, train_classifier
+
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
+            return run
+        fresh = timezone.now() - timedelta(minutes=5)
+        if run.status == TrainingRun.Status.RUNNING and run.heartbeat_at and run.heartbeat_at > fresh:
+            return run  # another worker is on it
+        if run.started_at is None:  # a first start never resumes from someone else's leftovers
+            import shutil
+
+            shutil.rmtree(run_dir(run), ignore_errors=True)
+        run.status = TrainingRun.Status.RUNNING
+        run.started_at = run.started_at or timezone.now()
+        run.heartbeat_at = timezone.now()
+        run.worker = socket.gethostname()
+        run.checkpoint_dir = str(run_dir(run))
+        run.save()
+
+    config = ClassifierRunConfig.from_json(run.config)
+    try:
+        data = classifier_data(run.dataset_version, input_size=config.data.input_size, margin=config.data.margin,
+                               max_train_crops=config.data.max_train_crops)
+        if len(data.train_labels) == 0:
+            raise TrainingRefused("the training split has no clusters with ground truth")
+
+        def on_progress(progress: dict) -> None:
+            TrainingRun.objects.filter(pk=run.pk).update(progress=progress, heartbeat_at=timezone.now())
+
+        def should_stop() -> bool:
+            return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+
+        result = train_classifier(data, config, run_dir(run), Hooks(on_progress=on_progress, should_stop=should_stop))
+    except Exception as exc:
+        log.exception("training run %s failed", run.pk)
+        TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
+                                                     error=f"{type(exc).__name__}: {exc}"[:5000])
+        return TrainingRun.objects.get(pk=run.pk)
+
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        run.history, run.best_metric, run.best_epoch = result.history, result.best_val_macro_f1, result.best_epoch
+        run.finished_at = timezone.now()
+        if result.stopped == "cancelled":
+            run.status = TrainingRun.Status.CANCELLED
+        elif result.model_path is None:
+            run.status, run.error = TrainingRun.Status.FAILED, "no epoch finished: no model to keep"
+        else:
+            run.status = TrainingRun.Status.SUCCEEDED
+            run.progress = {**run.progress, "stopped": result.stopped}
+        run.save()
+        if run.status == TrainingRun.Status.SUCCEEDED:
+            register_model_version(run=run, model_path=result.model_path, report=result.test_report or {})
+    return run
+
+
+def register_model_version(*, run: TrainingRun, model_path: Path, report: dict) -> ModelVersion:
+    """A registry entry for a finished run: SavedModel + .keras + report + confusion PNG on media."""
+    import shutil
+
+    from training.metrics import plot_confusion_matrix
+    from training.trainer import export_saved_model
+
+    name = f"{run.kind}-{run.pk}"
+    relative = f"models/{run.kind}/{name}"
+    target = Path(settings.MEDIA_ROOT) / relative
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_path, target / "model.keras")
+    export_saved_model(model_path, target / "saved_model")
+    if report.get("confusion_matrix") is not None:
+        plot_confusion_matrix(np.asarray(report["confusion_matrix"]), target / "confusion.png",
+                              title=f"{name}: test split")
+    return ModelVersion.objects.create(kind=run.kind, name=name, run=run, dataset_version=run.dataset_version,
+                                       artifact_dir=relative, config=run.config,
+                                       metrics={"test": report, "history": run.history,
+                                                "best_val_macro_f1": run.best_metric})
+
+
+def promote(*, version: ModelVersion, by=None, note: str = "") -> ModelVersion:
+    """Make ``version`` the one inference uses for its kind (the previous one steps down)."""
+    with transaction.atomic():
+        ModelVersion.objects.select_for_update().filter(kind=version.kind, promoted=True).update(promoted=False)
+        ModelVersion.objects.filter(pk=version.pk).update(promoted=True)
+        Promotion.objects.create(model_version=version, kind=version.kind, promoted_by=by, note=note)
+    version.promoted = True
+    return version
+
+
+def rollback(*, kind: str, by=None) -> ModelVersion:
+    """Promote again the version that was promoted before the current one."""
+    history = list(Promotion.objects.filter(kind=kind).select_related("model_version").order_by("-promoted_at", "-id"))
+    current = ModelVersion.objects.filter(kind=kind, promoted=True).first()
+    for entry in history:
+        if current is None or entry.model_version_id != current.pk:
+            return promote(version=entry.model_version, by=by, note=f"rollback from {current}")
+    raise TrainingRefused(f"no earlier {kind} version to roll back to")
+
+
+def promoted_version(kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(kind=kind, promoted=True).first()
