@@ -71,9 +71,11 @@ def create_dataset_version(*, dataset: Dataset, seed: int = 0, created_by=None) 
     return version
 
 
-def classifier_data(version: DatasetVersion, *, input_size: int, margin: float, max_train_crops: int | None = None,
-                    progress=None):
-    """Crops, labels and vote shares per split of a dataset version (training.trainer.ClassifierData)."""
+def image_crops(images, *, input_size: int, margin: float, progress=None) -> dict[int, tuple]:
+    """Each image's training crops: {image id: (uint8 crops (n, S, S, 3), labels (n,), votes (n, 6))}.
+
+    One crop per ground-truth cluster (see truth_for) with a context margin, resized to the
+    model's input; vote shares are the consensus distribution, or one-hot for imported truth."""
     import io
 
     from django.core.files.storage import default_storage
@@ -81,36 +83,53 @@ def classifier_data(version: DatasetVersion, *, input_size: int, margin: float, 
 
     from annotation.imaging import to_display_rgb
     from training.crops import crops_for_image
-    from training.trainer import ClassifierData
 
-    arrays: dict[str, dict[str, list]] = {s: {"x": [], "y": [], "v": []} for s in ("train", "val", "test")}
-    split_of = {i: name for name, ids in version.splits.items() for i in ids}
-    images = list(Image.objects.filter(pk__in=list(split_of)).order_by("id"))
+    images = list(images)
     truth = truth_for(images)
+    out: dict[int, tuple] = {}
+    eye = np.eye(len(BETHESDA))
     for n, image in enumerate(images, start=1):
         boxes = truth[image.pk]
         if boxes:
             with default_storage.open(image.file.name, "rb") as handle:
                 pixels = np.asarray(to_display_rgb(PILImage.open(io.BytesIO(handle.read()))))
-            target = arrays[split_of[image.pk]]
-            target["x"].append(crops_for_image(pixels, [b for b, _ in boxes], size=input_size, margin=margin))
-            for box, votes in boxes:
-                target["y"].append(BETHESDA.index(box.label))
-                onehot = np.eye(len(BETHESDA))[BETHESDA.index(box.label)]
-                target["v"].append(np.asarray(votes, dtype=np.float64) if votes else onehot)
+            x = crops_for_image(pixels, [b for b, _ in boxes], size=input_size, margin=margin)
+            y = np.asarray([BETHESDA.index(b.label) for b, _ in boxes], dtype=np.int64)
+            v = np.asarray([np.asarray(votes, dtype=np.float64) if votes else eye[label]
+                            for (_, votes), label in zip(boxes, y, strict=True)])
+            out[image.pk] = (x, y, v)
         if progress:
             progress(n, len(images))
+    return out
+
+
+def split_crops(crops: dict[int, tuple], splits: dict[str, list[int]], *, input_size: int,
+                max_train_crops: int | None = None, seed: int = 0):
+    """Crops of a split by image (training.trainer.ClassifierData); no image in two splits."""
+    from training.trainer import ClassifierData
 
     def stack(name):
-        part = arrays[name]
-        x = np.concatenate(part["x"]) if part["x"] else np.zeros((0, input_size, input_size, 3), np.uint8)
-        return x, np.asarray(part["y"], dtype=np.int64), np.asarray(part["v"]).reshape(-1, len(BETHESDA))
+        parts = [crops[i] for i in splits.get(name, []) if i in crops]
+        if not parts:
+            return (np.zeros((0, input_size, input_size, 3), np.uint8), np.zeros(0, np.int64),
+                    np.zeros((0, len(BETHESDA))))
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
     (tx, ty, tv), (vx, vy, _), (sx, sy, _) = stack("train"), stack("val"), stack("test")
     if max_train_crops and len(ty) > max_train_crops:
-        keep = np.random.default_rng(version.seed).permutation(len(ty))[:max_train_crops]
+        keep = np.random.default_rng(seed).permutation(len(ty))[:max_train_crops]
         tx, ty, tv = tx[keep], ty[keep], tv[keep]
     return ClassifierData(tx, ty, vx, vy, sx, sy, train_votes=tv)
+
+
+def classifier_data(version: DatasetVersion, *, input_size: int, margin: float, max_train_crops: int | None = None,
+                    progress=None):
+    """Crops, labels and vote shares per split of a dataset version (training.trainer.ClassifierData)."""
+    ids = [i for part in version.splits.values() for i in part]
+    images = Image.objects.filter(pk__in=ids).order_by("id")
+    crops = image_crops(images, input_size=input_size, margin=margin, progress=progress)
+    return split_crops(crops, version.splits, input_size=input_size, max_train_crops=max_train_crops,
+                       seed=version.seed)
 
 
 # --- training runs ----------------------------------------------------------------------------------

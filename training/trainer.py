@@ -121,6 +121,8 @@ def train_classifier(
                 loss={"probabilities": keras.losses.CategoricalCrossentropy()},
                 jit_compile=bool(devices["gpus"]),
             )
+            # the optimizer's slots made up front spare TensorFlow a second trace of the train step
+            model.optimizer.build(model.trainable_variables)
 
     started = time.monotonic()
     stopped = "completed"
