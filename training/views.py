@@ -1,0 +1,425 @@
+"""Training pages (admin): start and watch classifier runs, the model registry, promote/rollback.
+
+Views check the role, read through ``training.selectors``, write through one
+``training.services`` call and render one template (its named partial for htmx requests).
+Live progress is a partial the page polls every 2 s while the run is queued or running.
+"""
+
+from __future__ import annotations
+
+import math
+
+from django.contrib import messages
+from django.core.files.storage import default_storage
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.timesince import timesince
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from annotation.bethesda import BETHESDA, DESCRIPTIONS
+from cytoloop.roles import Role, role_required
+from training import selectors, services
+from training.forms import PRESET_CHOICES, TARGET_CHOICES, ClassifierRunForm
+from training.metrics import METRIC_NAMES
+from training.records import ModelKind, TrainingRun
+from training.services import TrainingRefused
+
+#: A running run whose last heartbeat is older than this is flagged on its page (the beat task
+#: marks it interrupted after 5 minutes).
+STALE_HEARTBEAT_S = 120
+PRESET_NAMES = dict(PRESET_CHOICES)
+TARGET_NAMES = dict(TARGET_CHOICES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small formatting helpers
+
+
+def _duration(seconds) -> str:
+    """12 s, 3 min 20 s, 2 h 05 min."""
+    if seconds is None or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return "—"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _percent(run: TrainingRun) -> int:
+    """How far the run is through its epochs x steps (a finished, succeeded run: 100)."""
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        return 100
+    p = run.progress or {}
+    epoch, epochs, step, steps = (p.get(k) for k in ("epoch", "epochs", "step", "steps"))
+    if not all(isinstance(v, int) and v >= 0 for v in (epoch, epochs, step, steps)) or not epochs or not steps:
+        return 0
+    done = (max(epoch, 1) - 1) * steps + min(step, steps)
+    return max(0, min(100, int(100 * done / (epochs * steps))))
+
+
+def _best(run: TrainingRun) -> float | None:
+    if run.best_metric is not None:
+        return run.best_metric
+    return _number((run.progress or {}).get("best_val_macro_f1"))
+
+
+def _dataset_version_text(version) -> str:
+    return f"{version.dataset.name} v{version.number}"
+
+
+def _run_row(run: TrainingRun) -> dict:
+    config = run.config or {}
+    return {
+        "run": run,
+        "url": reverse("training:run", args=[run.pk]),
+        "preset": config.get("preset", "—"),
+        "dataset": _dataset_version_text(run.dataset_version),
+        "percent": _percent(run),
+        "epoch": (run.progress or {}).get("epoch"),
+        "epochs": (run.progress or {}).get("epochs") or (config.get("optim") or {}).get("epochs"),
+        "best": _best(run),
+        "active": run.status in selectors.ACTIVE,
+    }
+
+
+def _safe_next(request, default: str) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return default
+
+
+# ---------------------------------------------------------------------------------------------
+# The learning curve (SVG drawn here, like the agreement dashboard's plot)
+
+
+def _nice_max(value: float, ticks: int = 4) -> float:
+    """A round axis maximum at or above ``value`` whose ``ticks`` equal steps are round too
+    (a step of 1, 2, 2.5 or 5 x 10^k)."""
+    if value <= 0 or not math.isfinite(value):
+        return 1.0
+    raw = value / ticks
+    exponent = math.floor(math.log10(raw))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * 10**exponent * ticks >= value - 1e-12:
+            return step * 10**exponent * ticks
+    return 10 ** (exponent + 1) * ticks
+
+
+def learning_curve(history: list[dict], epochs: int | None = None) -> dict | None:
+    """Training loss (left axis) and validation macro-F1 (right axis, 0-1) per epoch."""
+    points = [h for h in history if isinstance(h.get("epoch"), int)]
+    if not points:
+        return None
+    width, height = 760, 260
+    left, right, top, bottom = 56, 56, 16, 44
+    inner_w, inner_h = width - left - right, height - top - bottom
+    last = max(max(h["epoch"] for h in points), epochs or 0, 2)
+    losses = [v for v in (_number(h.get("loss")) for h in points) if v is not None]
+    loss_max = _nice_max(max(losses) * 1.05) if losses else 1.0
+
+    def x_of(epoch: int) -> float:
+        return left + (epoch - 1) / (last - 1) * inner_w
+
+    def y_of(share: float) -> float:
+        return top + (1.0 - share) * inner_h
+
+    def path(key: str, scale: float) -> tuple[str, list[dict]]:
+        dots, parts = [], []
+        for h in points:
+            value = _number(h.get(key))
+            if value is None:
+                continue
+            x, y = x_of(h["epoch"]), y_of(min(max(value / scale, 0.0), 1.0))
+            parts.append(f"{'M' if not parts else 'L'}{x:.1f},{y:.1f}")
+            dots.append({"x": x, "y": y, "epoch": h["epoch"], "value": value})
+        return " ".join(parts), dots
+
+    loss_path, loss_dots = path("loss", loss_max)
+    f1_path, f1_dots = path("val_macro_f1", 1.0)
+    best = max(f1_dots, key=lambda d: (d["value"], -d["epoch"]), default=None)
+    shares = (0.0, 0.25, 0.5, 0.75, 1.0)
+    ticks = [{"y": y_of(s), "text_y": y_of(s) + 4, "loss": _tick_text(s * loss_max), "f1": f"{s:.2f}"}
+             for s in shares]
+    every = max(1, math.ceil(last / 12))
+    xticks = [{"x": x_of(e), "text": str(e)} for e in range(1, last + 1) if (e - 1) % every == 0 or e == last]
+    return {
+        "width": width, "height": height, "left": left, "right": width - right, "top": top,
+        "bottom": top + inner_h, "loss_label_x": left - 8, "f1_label_x": width - right + 8,
+        "xlabel_y": top + inner_h + 18, "xtitle_y": height - 4, "center_x": left + inner_w / 2,
+        "ticks": ticks, "xticks": xticks, "loss_path": loss_path, "f1_path": f1_path,
+        "loss_dots": loss_dots, "f1_dots": f1_dots, "best": best, "epochs": last,
+    }
+
+
+def _tick_text(value: float) -> str:
+    return f"{value:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs: the list and the start form
+
+
+def _runs_context(form: ClassifierRunForm) -> dict:
+    runs = list(selectors.recent_runs())
+    return {
+        "form": form,
+        "rows": [_run_row(r) for r in runs],
+        "polling": selectors.any_run_active(),
+        "has_datasets": form.fields["dataset"].queryset.exists(),
+    }
+
+
+@role_required(Role.ADMIN)
+@require_http_methods(["GET", "POST"])
+@vary_on_headers("HX-Request")
+def runs(request):
+    datasets = selectors.datasets_for_training()
+    if request.method == "POST":
+        form = ClassifierRunForm(request.POST, datasets=datasets)
+        if form.is_valid():
+            try:
+                run = services.start_training_run(
+                    kind=ModelKind.CLASSIFIER, config=form.config(), dataset=form.cleaned_data["dataset"],
+                    created_by=request.user,
+                )
+            except TrainingRefused as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(
+                    request,
+                    f"Run #{run.pk} queued on the gpu queue: {run.config['preset']} on "
+                    f"{_dataset_version_text(run.dataset_version)}. This page follows it live.",
+                )
+                return redirect("training:run", pk=run.pk)
+        return render(request, "training/runs.html", _runs_context(form), status=400)
+    context = _runs_context(ClassifierRunForm(datasets=datasets))
+    if request.htmx:
+        return render(request, "training/runs.html#runs", context)
+    return render(request, "training/runs.html", context)
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+
+
+def _config_summary(config: dict) -> list[tuple[str, str]]:
+    data, optim = config.get("data") or {}, config.get("optim") or {}
+    targets, augment = config.get("targets") or {}, config.get("augment") or {}
+    kind = targets.get("kind", "—")
+    target_text = TARGET_NAMES.get(kind, kind)
+    if kind == "ordinal":
+        target_text += f", n = {targets.get('n', 2):g}" + ("" if targets.get("normalize", True) else ", raw weights")
+
+    def switch(value) -> str:
+        return "on" if value else "off"
+
+    limit = optim.get("time_limit_s")
+    return [
+        ("Preset", PRESET_NAMES.get(config.get("preset"), config.get("preset", "—"))),
+        ("Epochs (maximum)", str(optim.get("epochs", "—"))),
+        ("Batch size", str(optim.get("batch_size", "—"))),
+        ("Input size", f"{data.get('input_size', '—')} px"),
+        ("Learning rate", f"{optim['learning_rate']:g}" if "learning_rate" in optim else "—"),
+        ("Targets", target_text),
+        ("36x oversampling", switch(augment.get("oversample"))),
+        ("Scale augmentation", switch(augment.get("scale"))),
+        ("Random erasing", switch(augment.get("random_erasing"))),
+        ("Early stopping patience", f"{optim.get('patience', '—')} epochs"),
+        ("Time limit", _duration(limit) if limit else "none"),
+        ("Seed", str(optim.get("seed", "—"))),
+    ]
+
+
+def _run_context(run: TrainingRun) -> dict:
+    progress = run.progress or {}
+    now = timezone.now()
+    heartbeat_s = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else None
+    history = selectors.run_history(run)
+    epochs = (run.config.get("optim") or {}).get("epochs")
+    return {
+        "run": run,
+        "row": _run_row(run),
+        "progress": {
+            "step": progress.get("step"), "steps": progress.get("steps"),
+            "epoch": progress.get("epoch"), "epochs": progress.get("epochs") or epochs,
+            "loss": _number(progress.get("loss")),
+            "val_macro_f1": _number(progress.get("val_macro_f1", history[-1].get("val_macro_f1") if history else None)),
+            "best": _best(run), "eta": _duration(progress.get("eta_s")) if progress.get("eta_s") is not None else None,
+            "stopped": progress.get("stopped"),
+        },
+        "percent": _percent(run),
+        "active": run.status in selectors.ACTIVE,
+        "heartbeat_age": timesince(run.heartbeat_at, now, depth=1) if heartbeat_s and heartbeat_s >= 60
+        else (f"{int(heartbeat_s)} s" if heartbeat_s is not None else None),
+        "heartbeat_stale": run.status == TrainingRun.Status.RUNNING and heartbeat_s is not None
+        and heartbeat_s > STALE_HEARTBEAT_S,
+        "can_cancel": run.status in (*selectors.ACTIVE, TrainingRun.Status.INTERRUPTED) and not run.cancel_requested,
+        "can_resume": run.status == TrainingRun.Status.INTERRUPTED,
+        "curve": learning_curve(history, epochs),
+        "history": history,
+        "model_version": getattr(run, "model_version", None),
+        "config_summary": _config_summary(run.config or {}),
+        "counts": _split_counts(run.dataset_version),
+    }
+
+
+def _split_counts(version) -> list[dict]:
+    out = []
+    for name in ("train", "val", "test"):
+        entry = (version.counts or {}).get(name) or {}
+        out.append({"split": name, "images": entry.get("images", len(version.splits.get(name, []))),
+                    "clusters": sum((entry.get("clusters") or {}).values())})
+    return out
+
+
+@role_required(Role.ADMIN)
+@require_GET
+@vary_on_headers("HX-Request")
+def run(request, pk: int):
+    run = get_object_or_404(selectors.run(pk))
+    context = _run_context(run)
+    if request.htmx:
+        return render(request, "training/run.html#live", context)
+    return render(request, "training/run.html", context)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def cancel(request, pk: int):
+    run = get_object_or_404(selectors.run(pk))
+    try:
+        run = services.cancel_run(run=run)
+    except TrainingRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        if run.status == TrainingRun.Status.CANCELLED:
+            messages.success(request, f"Run #{run.pk} cancelled.")
+        else:
+            messages.success(request, f"Run #{run.pk}: cancel requested; it stops at its next step.")
+    return redirect("training:run", pk=pk)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def resume(request, pk: int):
+    run = get_object_or_404(selectors.run(pk))
+    try:
+        services.resume_run(run=run)
+    except TrainingRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Run #{run.pk} queued again; it continues from its last checkpoint.")
+    return redirect("training:run", pk=pk)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model registry
+
+
+def _test_summary(version) -> dict:
+    report = (version.metrics or {}).get("test") or {}
+    average = report.get("average") or {}
+    accuracy = _number(report.get("overall_accuracy"))
+    return {"f1": _number(average.get("f1")), "accuracy": accuracy,
+            "accuracy_pct": None if accuracy is None else 100 * accuracy, "n": report.get("n")}
+
+
+@role_required(Role.ADMIN)
+@require_GET
+def models(request):
+    versions = list(selectors.model_versions())
+    kinds = []
+    for kind, label in ModelKind.choices:
+        rows = [{"version": v, "test": _test_summary(v), "url": reverse("training:model", args=[v.pk])}
+                for v in versions if v.kind == kind]
+        target = selectors.rollback_target(kind)
+        kinds.append({"kind": kind, "label": label, "rows": rows, "rollback_to": target,
+                      "promoted": next((r["version"] for r in rows if r["version"].promoted), None)})
+    return render(request, "training/models.html", {"kinds": kinds})
+
+
+def _percentages(values: dict) -> list[float | None]:
+    """accuracy, precision, recall, F1 of one row as percentages (the paper's Table 2)."""
+    return [None if _number(values.get(k)) is None else 100 * values[k] for k in METRIC_NAMES]
+
+
+def _report_rows(report: dict) -> dict | None:
+    """The test report as the paper's table: per class and average, one-vs-rest."""
+    classes = report.get("classes") or {}
+    if not classes:
+        return None
+    # class_names keeps the report's order (Bethesda's); a JSON column does not keep key order
+    order = [n for n in report.get("class_names") or BETHESDA if n in classes]
+    order += [n for n in classes if n not in order]
+    rows = [{"name": name, "description": DESCRIPTIONS.get(name, ""), "cells": _percentages(classes[name]),
+             "support": classes[name].get("support")} for name in order]
+    overall = _number(report.get("overall_accuracy"))
+    return {"rows": rows, "average": _percentages(report.get("average") or {}),
+            "overall_accuracy": None if overall is None else 100 * overall, "n": report.get("n")}
+
+
+@role_required(Role.ADMIN)
+@require_GET
+def model(request, pk: int):
+    version = get_object_or_404(selectors.model_version(pk))
+    metrics = version.metrics or {}
+    confusion = f"{version.artifact_dir.rstrip('/')}/confusion.png"
+    context = {
+        "version": version,
+        "test": _test_summary(version),
+        "report": _report_rows(metrics.get("test") or {}),
+        "confusion_url": reverse("media", args=[confusion]) if default_storage.exists(confusion) else None,
+        "curve": learning_curve(metrics.get("history") or [], (version.config.get("optim") or {}).get("epochs")),
+        "no_curve_text": "No per-epoch history is stored with this version.",
+        "best_val": _number(metrics.get("best_val_macro_f1")),
+        "config_summary": _config_summary(version.config or {}),
+        "promotions": list(selectors.promotions(version.kind)),
+        "rollback_to": selectors.rollback_target(version.kind),
+    }
+    return render(request, "training/model.html", context)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def promote(request, pk: int):
+    version = get_object_or_404(selectors.model_version(pk))
+    back = _safe_next(request, reverse("training:model", args=[version.pk]))
+    if version.promoted:
+        messages.info(request, f"{version.name} is already the promoted {version.kind}.")
+        return redirect(back)
+    try:
+        services.promote(version=version, by=request.user, note=request.POST.get("note", "").strip()[:300])
+    except TrainingRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{version.name} promoted: inference now uses it for the {version.kind}.")
+    return redirect(back)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def rollback(request):
+    kind = request.POST.get("kind", "")
+    back = _safe_next(request, reverse("training:models"))
+    if kind not in ModelKind.values:
+        messages.error(request, "Choose which kind of model to roll back (classifier or detector).")
+        return redirect(back)
+    try:
+        version = services.rollback(kind=kind, by=request.user)
+    except TrainingRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Rolled back: {version.name} is the promoted {kind} again.")
+    return redirect(back)
