@@ -155,7 +155,10 @@ def _enqueue_run(run_id: int) -> None:
 
     try:
         result = train_task.apply_async((run_id,), retry=False)
-        TrainingRun.objects.filter(pk=run_id).update(progress={"task_id": result.id})
+        with transaction.atomic():
+            run = TrainingRun.objects.select_for_update().get(pk=run_id)
+            run.progress = {**run.progress, "task_id": result.id}  # a resumed run keeps its last progress
+            run.save(update_fields=["progress"])
     except Exception as exc:
         TrainingRun.objects.filter(pk=run_id).update(status=TrainingRun.Status.FAILED,
                                                      error=f"could not queue the run: {exc}")
@@ -234,7 +237,11 @@ def execute_run(run_id: int) -> TrainingRun:
             raise TrainingRefused("the training split has no clusters with ground truth")
 
         def on_progress(progress: dict) -> None:
-            TrainingRun.objects.filter(pk=run.pk).update(progress=progress, heartbeat_at=timezone.now())
+            fields = {"heartbeat_at": timezone.now()}
+            if "history" in progress:  # at each epoch's end: the curve so far, readable by the pages
+                progress = dict(progress)
+                fields["history"] = progress.pop("history")
+            TrainingRun.objects.filter(pk=run.pk).update(progress=progress, **fields)
 
         def should_stop() -> bool:
             return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()

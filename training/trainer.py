@@ -172,7 +172,7 @@ def train_classifier(
         state_file.write_text(json.dumps(state))
         hooks.on_progress({"step": steps, "steps": steps, "epoch": epoch + 1, "epochs": config.optim.epochs,
                            "loss": entry["loss"], "val_macro_f1": val_f1, "best_val_macro_f1": state["best"],
-                           "eta_s": None})
+                           "eta_s": None, "history": list(state["history"])})
         if _past_limit():
             stopped = "time_limit"
             break

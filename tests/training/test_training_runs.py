@@ -118,6 +118,10 @@ def test_a_run_killed_mid_training_is_marked_interrupted_and_resumes_from_its_ch
     if not state.exists():
         child.kill()
         pytest.fail("the first epoch's checkpoint never appeared: " + child.communicate()[1][-3000:])
+    deadline = time.monotonic() + 60  # the curve so far is stored while the run trains
+    while not TrainingRun.objects.get(pk=run.pk).history and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert TrainingRun.objects.get(pk=run.pk).history[0]["epoch"] == 1
     os.kill(child.pid, 9)  # the worker dies mid-run
     child.wait()
     assert TrainingRun.objects.get(pk=run.pk).status == "running"
