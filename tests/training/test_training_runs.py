@@ -158,3 +158,21 @@ def test_train_command_refuses_bad_input_with_one_line(synthetic):
     assert bad.returncode != 0 and "unknown preset" in bad.stderr and "Traceback" not in bad.stderr
     bad = manage("train", "detector", "--dataset", "trainset")
     assert bad.returncode != 0 and "not available yet" in bad.stderr
+
+
+def test_a_run_started_for_the_queue_is_trained_by_a_worker_consuming_only_the_gpu_queue(synthetic):
+    from celery.contrib.testing.worker import start_worker
+
+    from cytoloop.celery import app
+
+    app.control.purge()
+    run = start_training_run(kind="classifier", config=tiny(epochs=1), dataset=synthetic)  # enqueued on commit
+    assert TrainingRun.objects.get(pk=run.pk).progress.get("task_id")
+    with start_worker(app, queues=["gpu"], pool="solo", perform_ping_check=False, loglevel="WARNING",
+                      shutdown_timeout=60):
+        deadline = time.monotonic() + 240
+        while TrainingRun.objects.get(pk=run.pk).status in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.5)
+    run = TrainingRun.objects.get(pk=run.pk)
+    assert run.status == "succeeded", (run.status, run.error)
+    assert ModelVersion.objects.filter(run=run).exists()
