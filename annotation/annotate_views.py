@@ -6,7 +6,8 @@ carries antd's global reset, which would otherwise restyle the platform around i
 page posts the boxes to /api/annotations/ and tells the annotate page, which moves on.
 
 Blind rule: the editor receives the user's own annotation only (selectors.own_annotations),
-never another expert's, and no model predictions unless ANNOTATE_SHOW_PREDICTIONS is set.
+never another expert's, and no model predictions unless the dataset's active ranking round
+selected the image and allows pre-annotations (or ANNOTATE_SHOW_PREDICTIONS is set).
 """
 
 from __future__ import annotations
@@ -176,8 +177,14 @@ def editor(request, image_id: int):
             }
         )
     predictions = []
-    if getattr(settings, "ANNOTATE_SHOW_PREDICTIONS", False):
+    from inference.services import preannotations_allowed
+
+    round_ = preannotations_allowed(image)
+    if round_ is not None or getattr(settings, "ANNOTATE_SHOW_PREDICTIONS", False):
         rows = list(selectors.image_predictions(image))
+        if round_ is not None:  # the round's own models' boxes, not whatever else was imported
+            name = f"{round_.detector_version.name}+{round_.classifier_version.name}"
+            rows = [b for b in rows if b.model_version == name]
         if rows:
             predictions.append(
                 {
