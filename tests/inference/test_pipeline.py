@@ -1,0 +1,97 @@
+"""The two-step pipeline on real exported SavedModels (test-size YOLOv4, tiny ResNeSt; untrained
+weights: these tests are about the plumbing, not accuracy)."""
+
+import numpy as np
+import pytest
+
+from annotation.bethesda import BETHESDA
+from inference.pipeline import (
+    ClusterResult,
+    ImageResult,
+    PipelineConfig,
+    TwoStepPipeline,
+    load_pipeline,
+)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    import keras
+
+    from training.detector_trainer import export_detector_saved_model
+    from training.models.resnest import ResNeStClassifier
+    from training.models.yolov4 import build_detector
+    from training.trainer import export_saved_model
+
+    base = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(1)
+    detector = build_detector("yolov4_test", num_classes=5)
+    detector.save(base / "detector.keras")
+    export_detector_saved_model(base / "detector.keras", base / "detector")
+    classifier = ResNeStClassifier.from_preset("resnest_tiny", input_size=32)
+    classifier.save(base / "classifier.keras")
+    export_saved_model(base / "classifier.keras", base / "classifier")
+    return base / "detector", base / "classifier"
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, size=shape, dtype=np.uint8) for shape in [(150, 200, 3), (128, 128, 3), (90, 300, 3)]]
+
+
+def test_every_image_gets_clusters_with_probabilities_embeddings_and_boxes_inside_it(exported, images):
+    pipeline = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0, batch_crops=16))
+    results = pipeline.predict(images)
+    assert len(results) == 3
+    assert sum(len(r.clusters) for r in results) > 0  # threshold 0: an untrained detector finds things
+    for image, result in zip(images, results, strict=True):
+        height, width = image.shape[:2]
+        for c in result.clusters:
+            x, y, w, h = c.box
+            assert 0 <= x and 0 <= y and x + w <= width + 1e-3 and y + h <= height + 1e-3 and w > 0 and h > 0
+            assert c.probabilities.shape == (6,) and abs(float(c.probabilities.sum()) - 1) < 1e-4
+            assert c.embedding.ndim == 1 and c.embedding.size > 0
+            assert c.detector_class in BETHESDA[1:]
+        assert result.verdict == (max((c.label for c in result.clusters), key=BETHESDA.index)
+                                  if result.clusters else "NILM")
+
+
+def test_batching_across_images_gives_the_same_result_as_one_by_one(exported, images):
+    pipeline = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0))
+    together = pipeline.predict(images)
+    alone = [pipeline.predict([image])[0] for image in images]
+    for a, b in zip(together, alone, strict=True):
+        assert len(a.clusters) == len(b.clusters)
+        for ca, cb in zip(a.clusters, b.clusters, strict=True):
+            np.testing.assert_allclose(ca.box, cb.box, atol=1e-2)
+            np.testing.assert_allclose(ca.probabilities, cb.probabilities, atol=1e-4)
+
+
+def test_a_threshold_above_every_score_means_nothing_detected_and_nilm(exported, images):
+    pipeline = TwoStepPipeline(*exported, PipelineConfig(threshold=1.0))
+    assert all(r.clusters == [] and r.verdict == "NILM" for r in pipeline.predict(images))
+
+
+def test_streaming_keeps_keys_and_order_and_reports_progress(exported, images):
+    pipeline = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0, batch_images=2))
+    done = []
+    out = list(pipeline.predict_stream(lambda i: images[i], [2, 0, 1], progress=done.append))
+    assert [key for key, _ in out] == [2, 0, 1] and done == [2, 1]
+    direct = pipeline.predict([images[2]])[0]
+    assert len(out[0][1].clusters) == len(direct.clusters)
+
+
+def test_models_are_loaded_once_per_process(exported):
+    config = PipelineConfig(threshold=0.5)
+    assert load_pipeline(*exported, config) is load_pipeline(*exported, config)
+
+
+def test_verdict_is_the_highest_grade_called():
+    def c(label):
+        p = np.full(6, 0.01)
+        p[BETHESDA.index(label)] = 0.95
+        return ClusterResult((0, 0, 1, 1), 0.9, "HSIL", p, np.zeros(2, np.float32))
+
+    assert ImageResult([c("LSIL"), c("HSIL"), c("ASC-US")]).verdict == "HSIL"
+    assert ImageResult([c("NILM")]).verdict == "NILM" and ImageResult([]).verdict == "NILM"
