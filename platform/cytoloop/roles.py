@@ -152,7 +152,7 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Datasets", "annotation:datasets", (Role.PATHOLOGIST, Role.REVIEWER, Role.ADMIN)),
     NavItem("Import", "annotation:import", (Role.ADMIN,)),
     NavItem("Training", "training:runs", (Role.ADMIN,)),
-    NavItem("Rounds", "inference:rounds", (Role.ADMIN,)),
+    NavItem("Active learning", "inference:index", (Role.ADMIN,)),
     NavItem("Users", "admin:auth_user_changelist", (Role.ADMIN,)),
     NavItem("System", "system", (Role.ADMIN,)),
     NavItem("API", "api-docs", (Role.ADMIN,)),

@@ -15,6 +15,7 @@ urlpatterns = [
     path("annotate/", include("annotation.annotate_urls")),
     path("review/", include("annotation.review_urls")),
     path("training/", include("training.urls")),
+    path("inference/", include("inference.urls")),
     # images and thumbnails, to logged-in users only (the login middleware covers this view)
     path("media/<path:path>", views.media, name="media"),
     path("admin/", admin.site.urls),
