@@ -11,5 +11,6 @@ Detector class ids are 0..C-1. For the paper's five-class detector class ``i`` i
 grade ``ATYPICAL[i]`` (Bethesda index ``i + 1``): ids are ordinal, so "the highest grade found"
 is the largest id, and an image with no detection is NILM.
 
-Only ``loss.py`` imports TensorFlow; the other modules are NumPy (and OpenCV for resizing).
+Only ``loss.py`` (TensorFlow) and ``schedule.py`` (Keras) import a framework; the other modules are
+NumPy (and OpenCV for resizing).
 """
