@@ -132,14 +132,56 @@ def classifier_data(version: DatasetVersion, *, input_size: int, margin: float, 
                        seed=version.seed)
 
 
+def detector_data(version: DatasetVersion, *, input_size: int, progress=None):
+    """Whole images per split for the detector (training.detector_trainer.DetectorData).
+
+    Each image is scaled so that its longer side is ``input_size`` (what letterboxing does
+    anyway; keeps memory at input size). Boxes of the five atypical grades become detector
+    classes 0..4 (ATYPICAL order); NILM boxes are dropped: an image without atypical boxes is
+    a negative (NILM) image and stays in, teaching the detector what not to find."""
+    import io
+
+    import cv2
+    from django.core.files.storage import default_storage
+    from PIL import Image as PILImage
+
+    from annotation.bethesda import ATYPICAL
+    from annotation.imaging import to_display_rgb
+    from training.detector_trainer import DetectorData
+
+    split_of = {i: name for name, ids in version.splits.items() for i in ids}
+    images = list(Image.objects.filter(pk__in=list(split_of)).order_by("id"))
+    truth = truth_for(images)
+    parts: dict[str, dict[str, list]] = {s: {"images": [], "boxes": [], "classes": []} for s in ("train", "val", "test")}
+    for n, image in enumerate(images, start=1):
+        with default_storage.open(image.file.name, "rb") as handle:
+            pixels = np.asarray(to_display_rgb(PILImage.open(io.BytesIO(handle.read()))))
+        scale = input_size / max(pixels.shape[:2])
+        if scale < 1:
+            pixels = cv2.resize(pixels, (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale))),
+                                interpolation=cv2.INTER_AREA)
+        else:
+            scale = 1.0
+        atypical = [b for b, _ in truth[image.pk] if b.label in ATYPICAL]
+        boxes = np.asarray([[b.x * scale, b.y * scale, (b.x + b.width) * scale, (b.y + b.height) * scale]
+                            for b in atypical], dtype=np.float32).reshape(-1, 4)
+        part = parts[split_of[image.pk]]
+        part["images"].append(np.ascontiguousarray(pixels))
+        part["boxes"].append(boxes)
+        part["classes"].append(np.asarray([ATYPICAL.index(b.label) for b in atypical], dtype=np.int64))
+        if progress:
+            progress(n, len(images))
+    return DetectorData(**{f"{split}_{key}": value for split, part in parts.items() for key, value in part.items()})
+
+
 # --- training runs ----------------------------------------------------------------------------------
 
 
 def start_training_run(*, kind: str, config, dataset: Dataset, created_by=None, version: DatasetVersion | None = None,
                        enqueue: bool = True) -> TrainingRun:
     """Record a run (its full config as JSON) and queue it on the gpu queue after commit."""
-    if kind != ModelKind.CLASSIFIER:
-        raise TrainingRefused(f"training {kind} models is not available yet")
+    if kind not in ModelKind.values:
+        raise TrainingRefused(f"unknown model kind {kind!r}; have: {', '.join(ModelKind.values)}")
     with transaction.atomic():
         version = version or DatasetVersion.objects.filter(dataset=dataset).order_by("-number").first() \
             or create_dataset_version(dataset=dataset, created_by=created_by)
@@ -208,8 +250,7 @@ def execute_run(run_id: int) -> TrainingRun:
     a finished run is left as it is; a run another live worker holds is not touched."""
     import socket
 
-    from training.config import ClassifierRunConfig
-    from training.trainer import Hooks, train_classifier
+    from training.trainer import Hooks
 
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
@@ -229,24 +270,19 @@ def execute_run(run_id: int) -> TrainingRun:
         run.checkpoint_dir = str(run_dir(run))
         run.save()
 
-    config = ClassifierRunConfig.from_json(run.config)
+    def on_progress(progress: dict) -> None:
+        fields = {"heartbeat_at": timezone.now()}
+        if "history" in progress:  # at each epoch's end: the curve so far, readable by the pages
+            progress = dict(progress)
+            fields["history"] = progress.pop("history")
+        TrainingRun.objects.filter(pk=run.pk).update(progress=progress, **fields)
+
+    def should_stop() -> bool:
+        return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+
+    hooks = Hooks(on_progress=on_progress, should_stop=should_stop)
     try:
-        data = classifier_data(run.dataset_version, input_size=config.data.input_size, margin=config.data.margin,
-                               max_train_crops=config.data.max_train_crops)
-        if len(data.train_labels) == 0:
-            raise TrainingRefused("the training split has no clusters with ground truth")
-
-        def on_progress(progress: dict) -> None:
-            fields = {"heartbeat_at": timezone.now()}
-            if "history" in progress:  # at each epoch's end: the curve so far, readable by the pages
-                progress = dict(progress)
-                fields["history"] = progress.pop("history")
-            TrainingRun.objects.filter(pk=run.pk).update(progress=progress, **fields)
-
-        def should_stop() -> bool:
-            return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
-
-        result = train_classifier(data, config, run_dir(run), Hooks(on_progress=on_progress, should_stop=should_stop))
+        outcome = (_train_detector if run.kind == ModelKind.DETECTOR else _train_classifier)(run, hooks)
     except Exception as exc:
         log.exception("training run %s failed", run.pk)
         TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
@@ -255,41 +291,90 @@ def execute_run(run_id: int) -> TrainingRun:
 
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        run.history, run.best_metric, run.best_epoch = result.history, result.best_val_macro_f1, result.best_epoch
+        run.history, run.best_metric, run.best_epoch = outcome["history"], outcome["best"], outcome["best_epoch"]
         run.finished_at = timezone.now()
-        if result.stopped == "cancelled":
+        if outcome["stopped"] == "cancelled":
             run.status = TrainingRun.Status.CANCELLED
-        elif result.model_path is None:
+        elif outcome["model_path"] is None:
             run.status, run.error = TrainingRun.Status.FAILED, "no epoch finished: no model to keep"
         else:
             run.status = TrainingRun.Status.SUCCEEDED
-            run.progress = {**run.progress, "stopped": result.stopped}
+            run.progress = {**run.progress, "stopped": outcome["stopped"]}
         run.save()
         if run.status == TrainingRun.Status.SUCCEEDED:
-            register_model_version(run=run, model_path=result.model_path, report=result.test_report or {})
+            register_model_version(run=run, model_path=outcome["model_path"], report=outcome["report"] or {},
+                                   extra=outcome.get("extra"))
     return run
 
 
-def register_model_version(*, run: TrainingRun, model_path: Path, report: dict) -> ModelVersion:
+def _train_classifier(run: TrainingRun, hooks) -> dict:
+    from training.config import ClassifierRunConfig
+    from training.trainer import train_classifier
+
+    config = ClassifierRunConfig.from_json(run.config)
+    data = classifier_data(run.dataset_version, input_size=config.data.input_size, margin=config.data.margin,
+                           max_train_crops=config.data.max_train_crops)
+    if len(data.train_labels) == 0:
+        raise TrainingRefused("the training split has no clusters with ground truth")
+    result = train_classifier(data, config, run_dir(run), hooks)
+    return {"stopped": result.stopped, "best": result.best_val_macro_f1, "best_epoch": result.best_epoch,
+            "history": result.history, "model_path": result.model_path, "report": result.test_report}
+
+
+def _train_detector(run: TrainingRun, hooks) -> dict:
+    from training.detector_config import DetectorRunConfig
+    from training.detector_trainer import train_detector
+    from training.models.yolov4.presets import get_preset
+
+    config = DetectorRunConfig.from_json(run.config)
+    input_size = config.input_size or get_preset(config.preset).input_size
+    data = detector_data(run.dataset_version, input_size=input_size)
+    if not any(len(b) for b in data.train_boxes):
+        raise TrainingRefused("the training split has no atypical (ASC-US or higher) boxes to learn")
+    result = train_detector(data, config, run_dir(run), hooks)
+    return {"stopped": result.stopped, "best": result.best_val_map, "best_epoch": result.best_epoch,
+            "history": result.history, "model_path": result.model_path, "report": result.test_report,
+            "extra": {"threshold": result.threshold, "anchors": result.anchors}}
+
+
+def register_model_version(*, run: TrainingRun, model_path: Path, report: dict, extra: dict | None = None
+                           ) -> ModelVersion:
     """A registry entry for a finished run: SavedModel + .keras + report + confusion PNG on media."""
     import shutil
 
     from training.metrics import plot_confusion_matrix
-    from training.trainer import export_saved_model
 
+    if run.kind == ModelKind.DETECTOR:
+        from training.detector_trainer import export_detector_saved_model as export
+    else:
+        from training.trainer import export_saved_model as export
     name = f"{run.kind}-{run.pk}"
     relative = f"models/{run.kind}/{name}"
     target = Path(settings.MEDIA_ROOT) / relative
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy(model_path, target / "model.keras")
-    export_saved_model(model_path, target / "saved_model")
-    if report.get("confusion_matrix") is not None:
-        plot_confusion_matrix(np.asarray(report["confusion_matrix"]), target / "confusion.png",
-                              title=f"{name}: test split")
+    export(model_path, target / "saved_model")
+    confusion = _confusion_matrix_of(report)
+    if confusion is not None:
+        plot_confusion_matrix(np.asarray(confusion), target / "confusion.png",
+                              title=f"{name}: test split" + (", image verdicts" if run.kind == ModelKind.DETECTOR else ""))
+    best_key = "best_val_map" if run.kind == ModelKind.DETECTOR else "best_val_macro_f1"
     return ModelVersion.objects.create(kind=run.kind, name=name, run=run, dataset_version=run.dataset_version,
                                        artifact_dir=relative, config=run.config,
-                                       metrics={"test": report, "history": run.history,
-                                                "best_val_macro_f1": run.best_metric})
+                                       metrics={"test": report, "history": run.history, best_key: run.best_metric,
+                                                **(extra or {})})
+
+
+def _confusion_matrix_of(report: dict):
+    """The classifier report's confusion matrix, or the detector's image-verdict one."""
+    if not report:
+        return None
+    if report.get("confusion_matrix") is not None:
+        return report["confusion_matrix"]
+    for value in report.values():
+        if isinstance(value, dict) and value.get("confusion_matrix") is not None:
+            return value["confusion_matrix"]
+    return None
 
 
 def promote(*, version: ModelVersion, by=None, note: str = "") -> ModelVersion:

@@ -156,8 +156,10 @@ def test_train_command_refuses_bad_input_with_one_line(synthetic):
     assert bad.returncode != 0 and "no dataset named 'nope'" in bad.stderr
     bad = manage("train", "classifier", "--dataset", "trainset", "--preset", "resnest9")
     assert bad.returncode != 0 and "unknown preset" in bad.stderr and "Traceback" not in bad.stderr
-    bad = manage("train", "detector", "--dataset", "trainset")
-    assert bad.returncode != 0 and "not available yet" in bad.stderr
+    bad = manage("train", "detector", "--dataset", "trainset", "--preset", "resnest50")
+    assert bad.returncode != 0 and "unknown preset 'resnest50' for the detector" in bad.stderr
+    bad = manage("train", "detector", "--dataset", "trainset", "--preset", "yolov4_test", "--input-size", "100")
+    assert bad.returncode != 0 and "multiple of 32" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_a_run_started_for_the_queue_is_trained_by_a_worker_consuming_only_the_gpu_queue(synthetic):
@@ -176,3 +178,38 @@ def test_a_run_started_for_the_queue_is_trained_by_a_worker_consuming_only_the_g
     run = TrainingRun.objects.get(pk=run.pk)
     assert run.status == "succeeded", (run.status, run.error)
     assert ModelVersion.objects.filter(run=run).exists()
+
+
+@pytest.fixture
+def atypical(tmp_path):
+    out = tmp_path / "det"
+    config = SyntheticConfig.small(size=128, grades=["NILM", "LSIL", "HSIL"])
+    records = generate_dataset(out, 10, seed=9, config=config)
+    write_coco(records, out / "annotations.json")
+    ds, _ = ensure_dataset(name="detset")
+    import_images(dataset=ds, path=out / "images", annotations=out / "annotations.json")
+    return ds
+
+
+def test_a_tiny_detector_run_registers_a_version_with_threshold_report_and_saved_model(atypical, settings):
+    from training.detector_config import (
+        DetectorAugmentConfig,
+        DetectorOptimConfig,
+        DetectorRunConfig,
+    )
+
+    config = DetectorRunConfig(preset="yolov4_test", input_size=128, anchors="preset",
+                               augment=DetectorAugmentConfig(oversample=False, mosaic=False),
+                               optim=DetectorOptimConfig(epochs=2, batch_size=4, steps_per_epoch=2))
+    run = execute_run(start_training_run(kind="detector", config=config, dataset=atypical, enqueue=False).pk)
+    assert run.status == "succeeded", run.error
+    assert [h["epoch"] for h in run.history] == [1, 2] and run.best_metric is not None
+    version = ModelVersion.objects.get(run=run)
+    assert version.kind == "detector" and "best_val_map" in version.metrics
+    assert 0.0 <= version.metrics["threshold"]["threshold"] <= 1.0
+    assert {"ap", "map", "verdict"} <= set(version.metrics["test"])
+    folder = Path(settings.MEDIA_ROOT) / version.artifact_dir
+    assert (folder / "saved_model" / "saved_model.pb").exists() and (folder / "saved_model" / "detector.json").exists()
+    assert (folder / "confusion.png").exists()
+    promote(version=version)
+    assert promoted_version("detector") == version

@@ -14,12 +14,21 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("kind", choices=["classifier", "detector"], help="which model to train")
         parser.add_argument("--dataset", required=True, help="dataset name")
-        parser.add_argument("--preset", default="resnest50",
-                            help="resnest14, resnest26, resnest50 (default), resnest101 or resnest_tiny")
-        parser.add_argument("--epochs", type=int, default=30, help="maximum epochs (default 30)")
-        parser.add_argument("--batch-size", type=int, default=16, help="batch size (default 16, the paper's)")
-        parser.add_argument("--input-size", type=int, default=224, help="crop side in pixels (default 224)")
-        parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+        parser.add_argument("--preset", default=None,
+                            help="classifier: resnest14, resnest26, resnest50 (default), resnest101, resnest_tiny; "
+                                 "detector: yolov4 (default), yolov4_tiny, yolov4_test")
+        parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 30; detector 50)")
+        parser.add_argument("--batch-size", type=int, default=None,
+                            help="batch size (default 16, the paper's; detector 8)")
+        parser.add_argument("--input-size", type=int, default=None,
+                            help="classifier crop side (default 224); detector side, a multiple of 32 "
+                                 "(default the preset's: 608 for yolov4)")
+        parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+        parser.add_argument("--no-mosaic", action="store_true", help="detector: switch off mosaic augmentation")
+        parser.add_argument("--anchors", choices=["kmeans", "preset"], default="kmeans",
+                            help="detector anchors: IoU k-means on the training boxes (default) or the preset's")
+        parser.add_argument("--warmup-epochs", type=float, default=1.0,
+                            help="detector: linear warm-up before the cosine decay (default 1)")
         parser.add_argument("--targets", choices=["ordinal", "onehot", "votes"], default="ordinal",
                             help="ordinal label smoothing (default), plain one-hot, or consensus vote shares")
         parser.add_argument("--n", type=float, default=2, help="smoothing base n in y_i = n^-|k-i| (2 or 3)")
@@ -41,15 +50,55 @@ class Command(BaseCommand):
         from training.services import TrainingRefused, execute_run, start_training_run
         from training.smoothing import TargetConfig
 
-        if o["kind"] == "detector":
-            raise CommandError("detector training (YOLOv4) is not available yet; train the classifier")
         try:
             dataset = Dataset.objects.get(name=o["dataset"])
         except Dataset.DoesNotExist:
             raise CommandError(f"no dataset named {o['dataset']!r}") from None
+        detector = o["kind"] == "detector"
+        defaults = {"preset": "yolov4" if detector else "resnest50", "epochs": 50 if detector else 30,
+                    "batch_size": 8 if detector else 16, "input_size": None if detector else 224}
+        for key, value in defaults.items():
+            if o[key] is None:
+                o[key] = value
         for key in ("epochs", "batch_size", "input_size", "patience"):
-            if o[key] < 1:
+            if o[key] is not None and o[key] < 1:
                 raise CommandError(f"--{key.replace('_', '-')} must be at least 1")
+        if detector:
+            config = self.detector_config(o)
+            kind = "detector"
+        else:
+            config = self.classifier_config(o, ClassifierRunConfig, DataConfig, TargetConfig, AugmentConfig,
+                                            OptimConfig)
+            kind = "classifier"
+        try:
+            run = start_training_run(kind=kind, config=config, dataset=dataset, enqueue=not o["inline"])
+        except TrainingRefused as exc:
+            raise CommandError(str(exc)) from None
+        self.report(run, dataset, config, o, execute_run)
+
+    def detector_config(self, o):
+        from training.detector_config import (
+            DetectorAugmentConfig,
+            DetectorOptimConfig,
+            DetectorRunConfig,
+        )
+        from training.models.yolov4.presets import PRESETS
+
+        if o["preset"].replace("-", "_") not in PRESETS:
+            raise CommandError(f"unknown preset {o['preset']!r} for the detector; have: {', '.join(PRESETS)}")
+        try:
+            return DetectorRunConfig(
+                preset=o["preset"].replace("-", "_"), input_size=o["input_size"], anchors=o["anchors"],
+                augment=DetectorAugmentConfig(oversample=not o["no_oversample"], mosaic=not o["no_mosaic"]),
+                optim=DetectorOptimConfig(epochs=o["epochs"], batch_size=o["batch_size"],
+                                          learning_rate=o["learning_rate"], warmup_epochs=o["warmup_epochs"],
+                                          patience=o["patience"], time_limit_s=o["time_limit"],
+                                          steps_per_epoch=o["steps_per_epoch"], seed=o["seed"]),
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+
+    def classifier_config(self, o, ClassifierRunConfig, DataConfig, TargetConfig, AugmentConfig, OptimConfig):
         try:
             config = ClassifierRunConfig(
                 preset=o["preset"],
@@ -65,21 +114,31 @@ class Command(BaseCommand):
 
             if config.preset not in PRESETS:
                 raise ValueError(f"unknown preset {config.preset!r}; have: {', '.join(PRESETS)}")
-            run = start_training_run(kind="classifier", config=config, dataset=dataset, enqueue=not o["inline"])
-        except (ValueError, TrainingRefused) as exc:
+        except ValueError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"run {run.pk}: {dataset.name} v{run.dataset_version.number}, preset {config.preset}")
+        return config
+
+    def report(self, run, dataset, config, o, execute_run):
+        self.stdout.write(f"run {run.pk}: {run.kind}, {dataset.name} v{run.dataset_version.number}, "
+                          f"preset {config.preset}")
         if not o["inline"]:
             self.stdout.write("queued on the gpu queue; a worker consuming it will train it")
             return
         run = execute_run(run.pk)
-        self.stdout.write(f"run {run.pk}: {run.status}; best validation macro-F1 {run.best_metric}")
+        metric = "validation mAP@0.5" if run.kind == "detector" else "validation macro-F1"
+        self.stdout.write(f"run {run.pk}: {run.status}; best {metric} {run.best_metric}")
         if run.status == "failed":
             raise CommandError(run.error)
         version = getattr(run, "model_version", None)
         if version is not None:
-            from training.metrics import format_report_table
-
             self.stdout.write(f"model version {version.name} in {version.artifact_dir}")
-            if version.metrics.get("test"):
-                self.stdout.write(format_report_table(version.metrics["test"]))
+            test = version.metrics.get("test")
+            if test and run.kind == "classifier":
+                from training.metrics import format_report_table
+
+                self.stdout.write(format_report_table(test))
+            elif test:
+                threshold = version.metrics.get("threshold") or {}
+                self.stdout.write(f"test mAP@0.5 {test.get('map')}; operating threshold "
+                                  f"{threshold.get('threshold')} (validation recall {threshold.get('recall')}, "
+                                  f"precision {threshold.get('precision')})")
