@@ -68,10 +68,19 @@ def _percent(run: TrainingRun) -> int:
     return max(0, min(100, int(100 * done / (epochs * steps))))
 
 
+def metric_key(kind: str) -> str:
+    """The validation metric a run of this kind is judged by (history and progress key)."""
+    return "val_map" if kind == "detector" else "val_macro_f1"
+
+
+def metric_name(kind: str) -> str:
+    return "val mAP@0.5" if kind == "detector" else "val macro-F1"
+
+
 def _best(run: TrainingRun) -> float | None:
     if run.best_metric is not None:
         return run.best_metric
-    return _number((run.progress or {}).get("best_val_macro_f1"))
+    return _number((run.progress or {}).get("best_" + metric_key(run.kind)))
 
 
 def _dataset_version_text(version) -> str:
@@ -117,8 +126,9 @@ def _nice_max(value: float, ticks: int = 4) -> float:
     return 10 ** (exponent + 1) * ticks
 
 
-def learning_curve(history: list[dict], epochs: int | None = None) -> dict | None:
-    """Training loss (left axis) and validation macro-F1 (right axis, 0-1) per epoch."""
+def learning_curve(history: list[dict], epochs: int | None = None, key: str = "val_macro_f1") -> dict | None:
+    """Training loss (left axis) and the validation metric (right axis, 0-1) per epoch:
+    macro-F1 for the classifier, mAP@0.5 for the detector (``key``)."""
     points = [h for h in history if isinstance(h.get("epoch"), int)]
     if not points:
         return None
@@ -147,7 +157,7 @@ def learning_curve(history: list[dict], epochs: int | None = None) -> dict | Non
         return " ".join(parts), dots
 
     loss_path, loss_dots = path("loss", loss_max)
-    f1_path, f1_dots = path("val_macro_f1", 1.0)
+    f1_path, f1_dots = path(key, 1.0)
     best = max(f1_dots, key=lambda d: (d["value"], -d["epoch"]), default=None)
     shares = (0.0, 0.25, 0.5, 0.75, 1.0)
     ticks = [{"y": y_of(s), "text_y": y_of(s) + 4, "loss": _tick_text(s * loss_max), "f1": f"{s:.2f}"}
@@ -159,6 +169,7 @@ def learning_curve(history: list[dict], epochs: int | None = None) -> dict | Non
         "bottom": top + inner_h, "loss_label_x": left - 8, "f1_label_x": width - right + 8,
         "xlabel_y": top + inner_h + 18, "xtitle_y": height - 4, "center_x": left + inner_w / 2,
         "ticks": ticks, "xticks": xticks, "loss_path": loss_path, "f1_path": f1_path,
+        "metric_label": "validation mAP@0.5" if key == "val_map" else "validation macro-F1",
         "loss_dots": loss_dots, "f1_dots": f1_dots, "best": best, "epochs": last,
     }
 
@@ -215,6 +226,8 @@ def runs(request):
 
 
 def _config_summary(config: dict) -> list[tuple[str, str]]:
+    if "num_classes" in config and "anchors" in config:  # a detector run
+        return _detector_config_summary(config)
     data, optim = config.get("data") or {}, config.get("optim") or {}
     targets, augment = config.get("targets") or {}, config.get("augment") or {}
     kind = targets.get("kind", "—")
@@ -242,6 +255,31 @@ def _config_summary(config: dict) -> list[tuple[str, str]]:
     ]
 
 
+def _detector_config_summary(config: dict) -> list[tuple[str, str]]:
+    optim, augment = config.get("optim") or {}, config.get("augment") or {}
+    limit = optim.get("time_limit_s")
+
+    def switch(value) -> str:
+        return "on" if value else "off"
+
+    return [
+        ("Preset", str(config.get("preset", "—"))),
+        ("Classes", f"{config.get('num_classes', '—')} (atypical grades; NILM is no detection)"),
+        ("Input size", f"{config['input_size']} px" if config.get("input_size") else "the preset's"),
+        ("Anchors", "IoU k-means on the training boxes" if config.get("anchors") == "kmeans" else "the preset's"),
+        ("Epochs (maximum)", str(optim.get("epochs", "—"))),
+        ("Batch size", str(optim.get("batch_size", "—"))),
+        ("Learning rate", f"{optim['learning_rate']:g} peak, cosine after {optim.get('warmup_epochs', 0):g} "
+                          "warm-up epoch(s)" if "learning_rate" in optim else "—"),
+        ("36x oversampling", switch(augment.get("oversample"))),
+        ("Mosaic", f"on (p = {augment.get('mosaic_prob', 0.5):g})" if augment.get("mosaic") else "off"),
+        ("Threshold rule", f"image recall for >= ASC-US at {100 * config.get('target_recall', 1.0):g}% on validation"),
+        ("Early stopping patience", f"{optim.get('patience', '—')} epochs"),
+        ("Time limit", _duration(limit) if limit else "none"),
+        ("Seed", str(optim.get("seed", "—"))),
+    ]
+
+
 def _run_context(run: TrainingRun) -> dict:
     progress = run.progress or {}
     now = timezone.now()
@@ -255,7 +293,8 @@ def _run_context(run: TrainingRun) -> dict:
             "step": progress.get("step"), "steps": progress.get("steps"),
             "epoch": progress.get("epoch"), "epochs": progress.get("epochs") or epochs,
             "loss": _number(progress.get("loss")),
-            "val_macro_f1": _number(progress.get("val_macro_f1", history[-1].get("val_macro_f1") if history else None)),
+            "val_macro_f1": _number(progress.get(metric_key(run.kind),
+                                                 history[-1].get(metric_key(run.kind)) if history else None)),
             "best": _best(run), "eta": _duration(progress.get("eta_s")) if progress.get("eta_s") is not None else None,
             "stopped": progress.get("stopped"),
         },
@@ -267,7 +306,8 @@ def _run_context(run: TrainingRun) -> dict:
         and heartbeat_s > STALE_HEARTBEAT_S,
         "can_cancel": run.status in (*selectors.ACTIVE, TrainingRun.Status.INTERRUPTED) and not run.cancel_requested,
         "can_resume": run.status == TrainingRun.Status.INTERRUPTED,
-        "curve": learning_curve(history, epochs),
+        "curve": learning_curve(history, epochs, metric_key(run.kind)),
+        "metric_name": metric_name(run.kind),
         "history": history,
         "model_version": getattr(run, "model_version", None),
         "config_summary": _config_summary(run.config or {}),
@@ -329,7 +369,14 @@ def resume(request, pk: int):
 
 
 def _test_summary(version) -> dict:
+    """Headline test figures: macro-F1 and accuracy (classifier), or mAP@0.5 and the image
+    verdicts' accuracy (detector), in the same slots."""
     report = (version.metrics or {}).get("test") or {}
+    if version.kind == "detector":
+        verdict = report.get("verdict") or {}
+        accuracy = _number(verdict.get("overall_accuracy"))
+        return {"f1": _number(report.get("map")), "accuracy": accuracy,
+                "accuracy_pct": None if accuracy is None else 100 * accuracy, "n": report.get("n")}
     average = report.get("average") or {}
     accuracy = _number(report.get("overall_accuracy"))
     return {"f1": _number(average.get("f1")), "accuracy": accuracy,
@@ -370,6 +417,39 @@ def _report_rows(report: dict) -> dict | None:
             "overall_accuracy": None if overall is None else 100 * overall, "n": report.get("n")}
 
 
+def _detector_report(metrics: dict) -> dict:
+    """A detector version's test figures: AP@0.5 per class and mAP, image-level presence per
+    class and for >= ASC-US at the operating threshold, and the threshold with what it costs."""
+    test = metrics.get("test") or {}
+    ap = (test.get("ap") or {}).get("classes") or {}
+    presence = test.get("classes") or {}
+
+    def pct(value):
+        value = _number(value)
+        return None if value is None else 100 * value
+
+    def presence_row(name, row):
+        return {"name": name, "recall": pct(row.get("recall")), "precision": pct(row.get("precision")),
+                "f1": pct(row.get("f1")), "accuracy": pct(row.get("accuracy"))}
+
+    rows = []
+    for name in BETHESDA[1:]:
+        if name in ap or name in presence:
+            rows.append({**presence_row(name, presence.get(name) or {}),
+                         "ap": pct((ap.get(name) or {}).get("ap")), "num_gt": (ap.get(name) or {}).get("num_gt")})
+    threshold = metrics.get("threshold") or {}
+    anchors = metrics.get("anchors") or {}
+    return {
+        "map": pct(test.get("map")), "rows": rows,
+        "atypical": presence_row(">= ASC-US", test.get("atypical") or {}) if test.get("atypical") else None,
+        "threshold": _number(threshold.get("threshold")), "val_recall": pct(threshold.get("recall")),
+        "val_precision": pct(threshold.get("precision")), "target_recall": pct(threshold.get("target_recall")),
+        "threshold_source": threshold.get("source"), "threshold_reason": threshold.get("reason"),
+        "anchors_source": anchors.get("source"), "anchors_reason": anchors.get("reason"),
+        "n": test.get("n"),
+    }
+
+
 @role_required(Role.ADMIN)
 @require_GET
 def model(request, pk: int):
@@ -379,11 +459,15 @@ def model(request, pk: int):
     context = {
         "version": version,
         "test": _test_summary(version),
-        "report": _report_rows(metrics.get("test") or {}),
+        "report": _report_rows((metrics.get("test") or {}).get("verdict") or {} if version.kind == "detector"
+                               else metrics.get("test") or {}),
         "confusion_url": reverse("media", args=[confusion]) if default_storage.exists(confusion) else None,
-        "curve": learning_curve(metrics.get("history") or [], (version.config.get("optim") or {}).get("epochs")),
+        "curve": learning_curve(metrics.get("history") or [], (version.config.get("optim") or {}).get("epochs"),
+                                metric_key(version.kind)),
         "no_curve_text": "No per-epoch history is stored with this version.",
-        "best_val": _number(metrics.get("best_val_macro_f1")),
+        "best_val": _number(metrics.get("best_" + metric_key(version.kind))),
+        "metric_name": metric_name(version.kind),
+        "detector": _detector_report(metrics) if version.kind == "detector" else None,
         "config_summary": _config_summary(version.config or {}),
         "promotions": list(selectors.promotions(version.kind)),
         "rollback_to": selectors.rollback_target(version.kind),

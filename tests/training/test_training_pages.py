@@ -384,3 +384,57 @@ def test_rollback_with_nothing_to_go_back_to_is_a_message(admin, version):
     assert ModelVersion.objects.get().promoted
     response = admin.post(reverse("training:rollback"), {"kind": "segmenter"}, follow=True)
     assert "Choose which kind of model to roll back" in response.content.decode()
+
+
+def make_detector_version(version, name="detector-9"):
+    """A detector version whose metrics are what the detector trainer stores, computed by the real
+    evaluation code on a few hand-made images."""
+    import numpy as np
+
+    from training.detection.evaluate import GroundTruth, choose_threshold
+    from training.detection.nms import Detections
+    from training.detector_config import DetectorRunConfig
+    from training.detector_trainer import detection_report, threshold_dict
+
+    box = np.array([[10.0, 10.0, 50.0, 50.0]])
+    truths = [GroundTruth(box, np.array([3])), GroundTruth(box, np.array([1])), GroundTruth(np.zeros((0, 4)),
+                                                                                           np.zeros(0, int))]
+    found = [Detections(box, np.array([0.9]), np.array([3])), Detections(box, np.array([0.6]), np.array([1])),
+             Detections(box + 5, np.array([0.7]), np.array([2]))]
+    choice = choose_threshold(found, truths)
+    history = [{"epoch": 1, "loss": 30.0, "val_map": 0.2}, {"epoch": 2, "loss": 12.0, "val_map": 0.55}]
+    return ModelVersion.objects.create(
+        kind="detector", name=name, dataset_version=version, artifact_dir=f"models/detector/{name}",
+        config=DetectorRunConfig(preset="yolov4_test").to_json(),
+        metrics={"test": detection_report(found, truths, choice.threshold, 5), "history": history,
+                 "best_val_map": 0.55, "threshold": threshold_dict(choice),
+                 "anchors": {"source": "preset", "reason": "3 training boxes are too few for k-means"}},
+    )
+
+
+def test_a_detector_versions_page_shows_map_ap_per_class_and_what_the_threshold_costs(admin, version):
+    detector = make_detector_version(version)
+    page = admin.get(reverse("training:model", args=[detector.pk])).content.decode()
+    threshold = detector.metrics["threshold"]
+    assert "test mAP@0.5" in page and 'id="ap-table"' in page
+    assert f'{threshold["threshold"]:.3f}' in page  # the chosen threshold, then what it costs
+    assert f'id="threshold-precision">{100 * threshold["precision"]:.1f}%' in page
+    assert f'id="threshold-recall">{100 * threshold["recall"]:.1f}%' in page
+    assert f'id="test-map">{100 * detector.metrics["test"]["map"]:.1f}%' in page
+    assert 'data-class="HSIL"' in page and "too few for k-means" in page
+    assert "best val mAP@0.5" in page and "validation mAP@0.5" in page  # the curve is the detector's
+    registry = admin.get(reverse("training:models")).content.decode()
+    assert "Test mAP@0.5" in registry and f'{detector.metrics["test"]["map"]:.3f}' in registry
+
+
+def test_a_detector_runs_page_names_its_metric(admin, version):
+    from training.detector_config import DetectorRunConfig
+
+    run = TrainingRun.objects.create(kind="detector", dataset_version=version, status="running",
+                                     config=DetectorRunConfig(preset="yolov4_test").to_json(),
+                                     progress={"step": 2, "steps": 4, "epoch": 2, "epochs": 3, "loss": 9.5,
+                                               "val_map": 0.42, "best_val_map": 0.42},
+                                     history=[{"epoch": 1, "loss": 20.0, "val_map": 0.42}])
+    page = admin.get(reverse("training:run", args=[run.pk])).content.decode()
+    assert "val mAP@0.5 (last epoch)" in page and "0.420" in page
+    assert "Mosaic" in page and "IoU k-means" in page  # the detector's configuration, not a classifier's
