@@ -352,8 +352,9 @@ def class_cluster_stats(dataset: Dataset) -> list[dict]:
 
 
 def agreement_over_time(dataset: Dataset) -> dict:
-    """Share of the dataset's clusters agreed by consensus (not sent to a reviewer), per day of
-    Cluster.created_at, or per week when the clusters span more than 60 days.
+    """Share of the dataset's clusters agreed by consensus (not sent to a reviewer), per day on
+    which their image first reached consensus (Image.consensus_at, which a recompute does not
+    move, unlike the clusters' own rows), or per week when that spans more than 60 days.
 
     {"unit": "day" | "week", "points": [{"start": date, "clusters": n, "agreed": k, "share": k / n}]}"""
     from django.db.models import Max, Min
@@ -361,12 +362,12 @@ def agreement_over_time(dataset: Dataset) -> dict:
 
     from annotation.models import Cluster
 
-    clusters = Cluster.objects.filter(image__dataset=dataset)
-    span = clusters.aggregate(first=Min("created_at"), last=Max("created_at"))
+    clusters = Cluster.objects.filter(image__dataset=dataset, image__consensus_at__isnull=False)
+    span = clusters.aggregate(first=Min("image__consensus_at"), last=Max("image__consensus_at"))
     if span["first"] is None:
         return {"unit": "day", "points": []}
     unit = "week" if (span["last"] - span["first"]).days > 60 else "day"
-    trunc = TruncWeek("created_at") if unit == "week" else TruncDate("created_at")
+    trunc = TruncWeek("image__consensus_at") if unit == "week" else TruncDate("image__consensus_at")
     rows = (
         clusters.annotate(bucket=trunc).values_list("bucket")
         .annotate(n=Count("id"), agreed=Count("id", filter=Q(status=Cluster.Status.AGREED)))

@@ -435,6 +435,23 @@ def test_the_dashboard_per_class_and_over_time(client_as, panel):
     assert 'id="agreement-over-time"' in html and 'class="dot"' in html
 
 
+def test_agreement_over_time_stays_put_when_consensus_is_recomputed_later(client_as, panel):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.models import Image
+    from annotation.services import recompute_dataset
+
+    first = timezone.now() - timedelta(days=3)
+    Image.objects.filter(dataset=panel).update(consensus_at=first)
+    before = client_as("reviewer").get(reverse("review:dashboard"), {"dataset": "panel"}).context["over_time"]
+    recompute_dataset(dataset=panel, force=True)  # rebuilds every cluster row today
+    after = client_as("admin").get(reverse("review:dashboard"), {"dataset": "panel"}).context["over_time"]
+    assert [p["start"] for p in after["points"]] == [p["start"] for p in before["points"]] == [first.date()]
+    assert after["points"][0]["clusters"] == before["points"][0]["clusters"] == 7
+
+
 def test_recompute_stores_dawid_skene_reliability_through_the_service(client_as, panel, experts):
     client = client_as("admin")
     response = client.post(reverse("review:dashboard"), {"dataset": "panel"}, follow=True)
