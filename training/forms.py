@@ -100,3 +100,68 @@ class ClassifierRunForm(forms.Form):
         if not self.is_valid():
             raise ValueError("the form is not valid")
         return self._config
+
+
+#: training.models.yolov4.presets.PRESETS, by name (the same reason as PRESET_CHOICES).
+DETECTOR_PRESET_CHOICES = (
+    ("yolov4_test", "YOLOv4 test size (1/8 width, 128 px)"),
+    ("yolov4_tiny", "YOLOv4-tiny (416 px)"),
+    ("yolov4", "YOLOv4 (608 px, the paper's)"),
+)
+
+
+class DetectorRunForm(forms.Form):
+    """A YOLOv4 detector run (the page posts it with the "det" prefix beside the classifier's)."""
+
+    dataset = DatasetChoiceField(queryset=Dataset.objects.none(), empty_label=None,
+                                 help_text="Whole images of the latest split; the five atypical grades are the "
+                                           "classes, an image without atypical boxes teaches what not to find.")
+    preset = forms.ChoiceField(choices=DETECTOR_PRESET_CHOICES, initial="yolov4")
+    input_size = forms.IntegerField(min_value=32, max_value=1536, required=False, label="Input size (px)",
+                                    help_text="A multiple of 32; empty: the preset's.")
+    epochs = forms.IntegerField(min_value=1, max_value=1000, initial=50,
+                                help_text="Maximum; early stopping on validation mAP@0.5 may end sooner.")
+    batch_size = forms.IntegerField(min_value=1, max_value=256, initial=8, label="Batch size")
+    learning_rate = forms.FloatField(min_value=1e-7, max_value=1.0, initial=1e-3, label="Peak learning rate",
+                                     help_text="AdamW; linear warm-up for one epoch, then cosine decay.")
+    anchors = forms.ChoiceField(choices=(("kmeans", "IoU k-means on the training boxes"),
+                                         ("preset", "The preset's (Darknet's)")), initial="kmeans")
+    oversample = forms.BooleanField(required=False, initial=True, label="36x oversampling",
+                                    help_text="4 orientations x 9 filters per training image, boxes moved along.")
+    mosaic = forms.BooleanField(required=False, initial=True, label="Mosaic")
+    time_limit_min = forms.IntegerField(min_value=1, max_value=7 * 24 * 60, required=False,
+                                        label="Time limit (minutes)")
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0, label="Seed")
+
+    def __init__(self, *args, datasets=None, **kwargs):
+        kwargs.setdefault("prefix", "det")
+        super().__init__(*args, **kwargs)
+        self.fields["dataset"].queryset = datasets if datasets is not None else Dataset.objects.order_by("name")
+
+    def clean(self):
+        from training.detector_config import (
+            DetectorAugmentConfig,
+            DetectorOptimConfig,
+            DetectorRunConfig,
+        )
+
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        c = cleaned
+        try:
+            self._config = DetectorRunConfig(
+                preset=c["preset"], input_size=c.get("input_size"), anchors=c["anchors"],
+                augment=DetectorAugmentConfig(oversample=c["oversample"], mosaic=c["mosaic"]),
+                optim=DetectorOptimConfig(epochs=c["epochs"], batch_size=c["batch_size"],
+                                          learning_rate=c["learning_rate"], seed=c["seed"],
+                                          time_limit_s=c["time_limit_min"] * 60 if c.get("time_limit_min") else None),
+            )
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+    def config(self):
+        if not self.is_valid():
+            raise ValueError("the form is not valid")
+        return self._config

@@ -22,7 +22,7 @@ from django.views.decorators.vary import vary_on_headers
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from cytoloop.roles import Role, role_required
 from training import selectors, services
-from training.forms import PRESET_CHOICES, TARGET_CHOICES, ClassifierRunForm
+from training.forms import PRESET_CHOICES, TARGET_CHOICES, ClassifierRunForm, DetectorRunForm
 from training.metrics import METRIC_NAMES
 from training.records import ModelKind, TrainingRun
 from training.services import TrainingRefused
@@ -182,10 +182,11 @@ def _tick_text(value: float) -> str:
 # Runs: the list and the start form
 
 
-def _runs_context(form: ClassifierRunForm) -> dict:
+def _runs_context(form: ClassifierRunForm, det_form: DetectorRunForm) -> dict:
     runs = list(selectors.recent_runs())
     return {
         "form": form,
+        "det_form": det_form,
         "rows": [_run_row(r) for r in runs],
         "polling": selectors.any_run_active(),
         "has_datasets": form.fields["dataset"].queryset.exists(),
@@ -198,15 +199,18 @@ def _runs_context(form: ClassifierRunForm) -> dict:
 def runs(request):
     datasets = selectors.datasets_for_training()
     if request.method == "POST":
-        form = ClassifierRunForm(request.POST, datasets=datasets)
-        if form.is_valid():
+        detector = request.POST.get("kind") == ModelKind.DETECTOR
+        form = ClassifierRunForm(request.POST if not detector else None, datasets=datasets)
+        det_form = DetectorRunForm(request.POST if detector else None, datasets=datasets)
+        posted = det_form if detector else form
+        if posted.is_valid():
             try:
                 run = services.start_training_run(
-                    kind=ModelKind.CLASSIFIER, config=form.config(), dataset=form.cleaned_data["dataset"],
-                    created_by=request.user,
+                    kind=ModelKind.DETECTOR if detector else ModelKind.CLASSIFIER, config=posted.config(),
+                    dataset=posted.cleaned_data["dataset"], created_by=request.user,
                 )
             except TrainingRefused as exc:
-                form.add_error(None, str(exc))
+                posted.add_error(None, str(exc))
             else:
                 messages.success(
                     request,
@@ -214,8 +218,8 @@ def runs(request):
                     f"{_dataset_version_text(run.dataset_version)}. This page follows it live.",
                 )
                 return redirect("training:run", pk=run.pk)
-        return render(request, "training/runs.html", _runs_context(form), status=400)
-    context = _runs_context(ClassifierRunForm(datasets=datasets))
+        return render(request, "training/runs.html", _runs_context(form, det_form), status=400)
+    context = _runs_context(ClassifierRunForm(datasets=datasets), DetectorRunForm(datasets=datasets))
     if request.htmx:
         return render(request, "training/runs.html#runs", context)
     return render(request, "training/runs.html", context)

@@ -438,3 +438,37 @@ def test_a_detector_runs_page_names_its_metric(admin, version):
     page = admin.get(reverse("training:run", args=[run.pk])).content.decode()
     assert "val mAP@0.5 (last epoch)" in page and "0.420" in page
     assert "Mosaic" in page and "IoU k-means" in page  # the detector's configuration, not a classifier's
+
+
+def test_the_detector_form_offers_every_yolov4_preset():
+    from training.forms import DETECTOR_PRESET_CHOICES
+
+    source = (ROOT / "training" / "models" / "yolov4" / "presets.py").read_text()
+    presets = next(node.value for node in ast.walk(ast.parse(source))
+                   if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "PRESETS")
+    names = {key.value for key in presets.keys if isinstance(key, ast.Constant)}
+    assert names == {name for name, _ in DETECTOR_PRESET_CHOICES}
+
+
+def test_starting_a_detector_run_from_the_page(admin, version, enqueued, django_capture_on_commit_callbacks):
+    from training.detector_config import DetectorRunConfig
+
+    page = admin.get(reverse("training:runs")).content.decode()
+    assert 'id="detector-form"' in page and 'name="det-preset"' in page
+    assert len(re.findall(r'id="field-([\w-]+)"', page)) == len(set(re.findall(r'id="field-([\w-]+)"', page)))
+    bad = admin.post(reverse("training:runs"), {"kind": "detector", "det-dataset": version.dataset.pk,
+                                                 "det-preset": "yolov4_test", "det-input_size": "100",
+                                                 "det-epochs": "2", "det-batch_size": "4",
+                                                 "det-learning_rate": "0.002", "det-anchors": "kmeans",
+                                                 "det-seed": "0"})
+    assert bad.status_code == 400 and "multiple of 32" in bad.content.decode() and not TrainingRun.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.post(reverse("training:runs"), {
+            "kind": "detector", "det-dataset": version.dataset.pk, "det-preset": "yolov4_test",
+            "det-input_size": "128", "det-epochs": "2", "det-batch_size": "4", "det-learning_rate": "0.002",
+            "det-anchors": "preset", "det-mosaic": "on", "det-seed": "3"})
+    run = TrainingRun.objects.get()
+    assert response.status_code == 302 and run.kind == "detector" and enqueued == [run.pk]
+    config = DetectorRunConfig.from_json(run.config)
+    assert (config.preset, config.input_size, config.anchors) == ("yolov4_test", 128, "preset")
+    assert (config.augment.oversample, config.augment.mosaic, config.optim.seed) == (False, True, 3)
