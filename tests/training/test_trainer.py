@@ -54,3 +54,73 @@ def test_best_checkpoint_is_the_best_validation_epoch_and_progress_is_reported(d
     assert [len(r["history"]) for r in ends] == [1, 2, 3, 4]
     assert all({"step", "steps", "epoch", "epochs", "loss"} <= set(r) for r in reports)
     assert any(r.get("eta_s") is not None for r in reports)
+
+
+@pytest.fixture
+def pretend_two_gpus(monkeypatch):
+    """The GPU-host path on this CPU: accelerator() reports two cards, MirroredStrategy is
+    counted (on a CPU-only host it mirrors over the CPU), and the global dtype policy the run
+    sets is put back afterwards."""
+    import keras
+    import tensorflow as tf
+
+    import training.detector_trainer
+    import training.trainer
+
+    fake = {"gpus": 2, "names": ["pretend card 0", "pretend card 1"]}
+    monkeypatch.setattr(training.trainer, "accelerator", lambda: fake)
+    monkeypatch.setattr(training.detector_trainer, "accelerator", lambda: fake)
+    made = []
+    real = tf.distribute.MirroredStrategy
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", counted)
+    compile_real = keras.Model.compile
+
+    def compile_spy(self, *args, **kwargs):
+        made.append(("jit_compile", kwargs.get("jit_compile")))
+        return compile_real(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", compile_spy)
+    before = keras.mixed_precision.global_policy().name
+    yield made
+    keras.mixed_precision.set_global_policy(before)
+
+
+def test_on_a_gpu_host_the_classifier_trains_mixed_precision_xla_and_mirrored(data, tmp_path, pretend_two_gpus):
+    import keras
+
+    result = train_classifier(data, config(epochs=1), tmp_path)
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert pretend_two_gpus == [1, ("jit_compile", True)]  # one MirroredStrategy; XLA on
+    assert result.model_path is not None and result.test_report is not None
+    model = keras.saving.load_model(result.model_path)
+    assert model.compute_dtype == "float16" or model.dtype_policy.name == "mixed_float16"
+
+
+def test_on_a_gpu_host_the_detector_trains_mixed_precision_xla_and_mirrored(tmp_path, pretend_two_gpus):
+    import keras
+
+    from training.detector_config import (
+        DetectorAugmentConfig,
+        DetectorOptimConfig,
+        DetectorRunConfig,
+    )
+    from training.detector_trainer import DetectorData, train_detector
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, size=(128, 128, 3), dtype=np.uint8) for _ in range(3)]
+    boxes = [np.array([[20.0, 20.0, 60.0, 60.0]], np.float32) for _ in range(3)]
+    classes = [np.array([3]) for _ in range(3)]
+    data = DetectorData(images[:2], boxes[:2], classes[:2], images[2:], boxes[2:], classes[2:],
+                        images[2:], boxes[2:], classes[2:])
+    config = DetectorRunConfig(preset="yolov4_test", input_size=128, anchors="preset",
+                               augment=DetectorAugmentConfig(oversample=False, mosaic=False),
+                               optim=DetectorOptimConfig(epochs=1, batch_size=2, steps_per_epoch=2))
+    result = train_detector(data, config, tmp_path)
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert pretend_two_gpus[0] == 1 and ("jit_compile", True) in pretend_two_gpus
+    assert result.model_path is not None and len(result.history) == 1
