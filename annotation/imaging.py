@@ -22,6 +22,12 @@ def to_display_rgb(image: PILImage.Image) -> PILImage.Image:
     return image
 
 
+def decode_rgb(data: bytes) -> np.ndarray:
+    """An image file's bytes as a contiguous uint8 (H, W, 3) RGB array (display conversion)."""
+    with PILImage.open(io.BytesIO(data)) as image:
+        return np.ascontiguousarray(np.asarray(to_display_rgb(image)))
+
+
 def make_thumbnail(data: bytes, max_side: int = THUMB_SIDE) -> bytes:
     """A JPEG no larger than ``max_side`` on its long side."""
     with PILImage.open(io.BytesIO(data)) as image:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from inference.models import (
     RankingRound,
 )
 from training.records import ModelKind, ModelVersion
+from training.services import read_pixels
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +86,6 @@ def _enqueue_job(job_id: int) -> None:
                                                        error=f"could not queue the job: {exc}")
 
 
-def _read_image(image: Image) -> np.ndarray:
-    from django.core.files.storage import default_storage
-    from PIL import Image as PILImage
-
-    from annotation.imaging import to_display_rgb
-
-    with default_storage.open(image.file.name, "rb") as handle:
-        return np.ascontiguousarray(np.asarray(to_display_rgb(PILImage.open(io.BytesIO(handle.read())))))
-
-
 def run_prediction_job(job_id: int) -> PredictionJob:
     """Predict every image of the job not yet predicted by these model versions (idempotent),
     then push the pre-annotations that Label Studio does not have yet."""
@@ -125,7 +115,7 @@ def run_prediction_job(job_id: int) -> PredictionJob:
             pipeline = load_pipeline(artifact_path(job.detector_version), artifact_path(job.classifier_version),
                                      PipelineConfig(threshold=operating_threshold(job.detector_version),
                                                     margin=_classifier_margin(job.classifier_version)))
-            for image, result in pipeline.predict_stream(_read_image, todo):
+            for image, result in pipeline.predict_stream(read_pixels, todo):
                 store_prediction(image=image, result=result, job=job)
                 counts["predicted"] += 1
                 counts["done"] += 1

@@ -71,17 +71,21 @@ def create_dataset_version(*, dataset: Dataset, seed: int = 0, created_by=None) 
     return version
 
 
+def read_pixels(image: Image) -> np.ndarray:
+    """The stored file of ``image`` as uint8 (H, W, 3) RGB (any storage backend)."""
+    from django.core.files.storage import default_storage
+
+    from annotation.imaging import decode_rgb
+
+    with default_storage.open(image.file.name, "rb") as handle:
+        return decode_rgb(handle.read())
+
+
 def image_crops(images, *, input_size: int, margin: float, progress=None) -> dict[int, tuple]:
     """Each image's training crops: {image id: (uint8 crops (n, S, S, 3), labels (n,), votes (n, 6))}.
 
     One crop per ground-truth cluster (see truth_for) with a context margin, resized to the
     model's input; vote shares are the consensus distribution, or one-hot for imported truth."""
-    import io
-
-    from django.core.files.storage import default_storage
-    from PIL import Image as PILImage
-
-    from annotation.imaging import to_display_rgb
     from training.crops import crops_for_image
 
     images = list(images)
@@ -91,8 +95,7 @@ def image_crops(images, *, input_size: int, margin: float, progress=None) -> dic
     for n, image in enumerate(images, start=1):
         boxes = truth[image.pk]
         if boxes:
-            with default_storage.open(image.file.name, "rb") as handle:
-                pixels = np.asarray(to_display_rgb(PILImage.open(io.BytesIO(handle.read()))))
+            pixels = read_pixels(image)
             x = crops_for_image(pixels, [b for b, _ in boxes], size=input_size, margin=margin)
             y = np.asarray([BETHESDA.index(b.label) for b, _ in boxes], dtype=np.int64)
             v = np.asarray([np.asarray(votes, dtype=np.float64) if votes else eye[label]
@@ -139,14 +142,9 @@ def detector_data(version: DatasetVersion, *, input_size: int, progress=None):
     anyway; keeps memory at input size). Boxes of the five atypical grades become detector
     classes 0..4 (ATYPICAL order); NILM boxes are dropped: an image without atypical boxes is
     a negative (NILM) image and stays in, teaching the detector what not to find."""
-    import io
-
     import cv2
-    from django.core.files.storage import default_storage
-    from PIL import Image as PILImage
 
     from annotation.bethesda import ATYPICAL
-    from annotation.imaging import to_display_rgb
     from training.detector_trainer import DetectorData
 
     split_of = {i: name for name, ids in version.splits.items() for i in ids}
@@ -154,8 +152,7 @@ def detector_data(version: DatasetVersion, *, input_size: int, progress=None):
     truth = truth_for(images)
     parts: dict[str, dict[str, list]] = {s: {"images": [], "boxes": [], "classes": []} for s in ("train", "val", "test")}
     for n, image in enumerate(images, start=1):
-        with default_storage.open(image.file.name, "rb") as handle:
-            pixels = np.asarray(to_display_rgb(PILImage.open(io.BytesIO(handle.read()))))
+        pixels = read_pixels(image)
         scale = input_size / max(pixels.shape[:2])
         if scale < 1:
             pixels = cv2.resize(pixels, (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale))),

@@ -5,7 +5,6 @@ ranked thumbnails, the top cluster drawn on each, and why each was chosen. Predi
 stored as a prediction job stores them (no TensorFlow); the hand-off to Celery is recorded
 instead of sent (no gpu worker here; no message for a test-only job id left on the broker)."""
 
-import os
 import re
 
 import numpy as np
@@ -22,20 +21,7 @@ from inference.pipeline import ClusterResult, ImageResult
 from inference.services import store_prediction
 from training.records import DatasetVersion, ModelVersion
 
-pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _orm_allowed_until_the_database_is_flushed():
-    """As in test_training: live_server's flush at teardown runs after the function-scoped
-    fixture that allows the ORM beside Playwright's event loop; module scope outlives it."""
-    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if before is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("orm_allowed_until_the_database_is_flushed")]
 
 
 @pytest.fixture

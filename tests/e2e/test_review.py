@@ -2,7 +2,6 @@
 expert's boxes on the image -> a label button -> ground truth (source review) and an audit row."""
 
 import io
-import os
 import re
 
 import pytest
@@ -14,7 +13,7 @@ from annotation.geometry import Box
 from annotation.models import AuditEntry, Cluster, ExpertBox, GroundTruthBox, Image, PredictionBox
 from annotation.synthetic import SyntheticConfig, generate_image
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("orm_allowed_until_the_database_is_flushed")]
 
 WIDTH, HEIGHT = 1200, 800
 #: each expert's small, steady offset on (x, y, width, height): they draw the same cells a little apart
@@ -25,19 +24,6 @@ PLAN = {
     32: {0: ("ASC-H", "HSIL", "ASC-US"), 2: ("NILM", None, None)},
     31: {3: ("ASC-H", "ASC-US", "LSIL")},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _orm_allowed_until_the_database_is_flushed():
-    """As in test_import_gallery: live_server's flush at teardown runs after the function-scoped
-    fixture that allows the ORM beside Playwright's event loop; module scope outlives it."""
-    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if before is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 def _shifted(box: Box, jitter, label: str) -> Box:

@@ -3,7 +3,6 @@ the run's page, whose progress follows the database without a reload (htmx polli
 registry, where promoting a version shows its badge. The hand-off to Celery is recorded instead
 of sent (no gpu worker here; no message for a test-only run id left on the shared broker)."""
 
-import os
 import re
 from pathlib import Path
 
@@ -17,20 +16,7 @@ from training.config import ClassifierRunConfig
 from training.metrics import classification_report
 from training.records import DatasetVersion, ModelVersion, TrainingRun
 
-pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _orm_allowed_until_the_database_is_flushed():
-    """As in test_review: live_server's flush at teardown runs after the function-scoped fixture
-    that allows the ORM beside Playwright's event loop; module scope outlives it."""
-    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if before is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("orm_allowed_until_the_database_is_flushed")]
 
 
 @pytest.fixture
