@@ -62,6 +62,7 @@ class PipelineConfig:
     batch_images: int = 8  # images per detector batch
     batch_crops: int = 64  # crops per classifier batch
     workers: int = 2  # CPU threads for decoding, letterboxing and cropping
+    max_clusters: int = 100  # most clusters kept per image (highest detector scores first)
 
 
 class TwoStepPipeline:
@@ -116,7 +117,8 @@ class TwoStepPipeline:
         canvases = np.stack([c for c, _ in boxed])
         boxes, scores = self._detect(canvases)
         found = postprocess(np.asarray(boxes), np.asarray(scores), [info for _, info in boxed],
-                            score_threshold=min(self.config.threshold, 0.999))
+                            score_threshold=min(self.config.threshold, 0.999),
+                            max_detections=self.config.max_clusters)
         return [d.above(self.config.threshold) for d in found]
 
     def _crops(self, item) -> np.ndarray:

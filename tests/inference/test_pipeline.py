@@ -68,6 +68,16 @@ def test_batching_across_images_gives_the_same_result_as_one_by_one(exported, im
             np.testing.assert_allclose(ca.probabilities, cb.probabilities, atol=1e-4)
 
 
+def test_max_clusters_keeps_the_highest_scoring_detections_per_image(exported, images):
+    everything = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0, max_clusters=100)).predict(images)
+    capped = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0, max_clusters=3)).predict(images)
+    for full, few in zip(everything, capped, strict=True):
+        assert len(full.clusters) > 3
+        assert len(few.clusters) == 3
+        top = sorted((c.detector_score for c in full.clusters), reverse=True)[:3]
+        np.testing.assert_allclose(sorted((c.detector_score for c in few.clusters), reverse=True), top, atol=1e-6)
+
+
 def test_a_threshold_above_every_score_means_nothing_detected_and_nilm(exported, images):
     pipeline = TwoStepPipeline(*exported, PipelineConfig(threshold=1.0))
     assert all(r.clusters == [] and r.verdict == "NILM" for r in pipeline.predict(images))

@@ -411,6 +411,20 @@ def test_k_center_greedy_matches_brute_force(seed):
     assert got.tolist() == brute_force_k_center(x, 8, scores=scores, already=already)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_k_center_greedy_skipping_far_points_gives_the_brute_force_picks(seed):
+    # Tight, well-separated clusters and many picks: most points are skipped by the
+    # triangle-inequality bound once every cluster has a centre; the picks must not change.
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((12, 6)) * 50
+    x = np.concatenate([c + rng.standard_normal((25, 6)) * rng.uniform(0.2, 2) for c in centres])
+    scores = rng.random(len(x)) if seed % 2 else None
+    already = [int(i) for i in rng.choice(len(x), size=seed, replace=False)]
+    got = k_center_greedy(x.astype(np.float32) if seed == 3 else x, 60, candidates_scores=scores,
+                          already_selected=already)
+    assert got.tolist() == brute_force_k_center(x, 60, scores=scores, already=already)
+
+
 def planted(n_clusters=5, per=20, dim=8, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_clusters, dim)) * 100
