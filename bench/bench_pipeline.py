@@ -27,6 +27,8 @@ Run: .venv/bin/python -m bench.bench_pipeline [--images N] [--batch N]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -65,10 +67,27 @@ def _decode(data: bytes) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def _export(base: Path, policy: str) -> tuple[Path, Path]:
+def _calibrate_batch_norm(model, images: np.ndarray) -> None:
+    """Set every BatchNormalization's moving statistics to those of one batch, as training
+    would: untrained, the moving statistics (0, 1) let activations grow through YOLOv4's 110
+    convolutions until every score saturates at 1 and boxes span millions of pixels."""
     import keras
 
-    from training.detector_trainer import export_detector_saved_model
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    kept = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        model(images, training=True)
+    finally:
+        for layer, momentum in zip(layers, kept, strict=True):
+            layer.momentum = momentum
+
+
+def _export(base: Path, policy: str, calibration: np.ndarray) -> tuple[Path, Path]:
+    import keras
+
+    from training.detector_trainer import export_detector_saved_model, init_head_outputs
     from training.models.resnest import ResNeStClassifier
     from training.models.yolov4 import build_detector
     from training.trainer import export_saved_model
@@ -76,13 +95,22 @@ def _export(base: Path, policy: str) -> tuple[Path, Path]:
     keras.mixed_precision.set_global_policy(policy)
     try:
         keras.utils.set_random_seed(0)
-        build_detector("yolov4", num_classes=5, input_size=608).save(base / "detector.keras")
+        detector = build_detector("yolov4", num_classes=5, input_size=608)
+        _calibrate_batch_norm(detector, calibration)
+        init_head_outputs(detector)  # as training starts: boxes at their anchors, low objectness
+        detector.save(base / "detector.keras")
         export_detector_saved_model(base / "detector.keras", base / "detector")
         ResNeStClassifier.from_preset("resnest50", input_size=224).save(base / "classifier.keras")
         export_saved_model(base / "classifier.keras", base / "classifier")
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return base / "detector", base / "classifier"
+
+
+def _letterbox_608(image: np.ndarray) -> np.ndarray:
+    from training.detection.letterbox import letterbox
+
+    return letterbox(image, 608)[0]
 
 
 def _operating_threshold(pipeline, images: list[np.ndarray]) -> float:
@@ -136,7 +164,9 @@ def main() -> None:
     for policy in (["float32", "mixed_float16"] if gpus else ["float32"]):
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            detector_dir, classifier_dir = _export(Path(tmp), policy)
+            calibration = np.stack([_letterbox_608(_decode(b)) for b in blobs[:2]]).astype(np.float32) / 255.0
+            with contextlib.redirect_stdout(io.StringIO()):  # Keras prints every exported signature
+                detector_dir, classifier_dir = _export(Path(tmp), policy, calibration)
             print(f"policy {policy}: exported both SavedModels in {time.perf_counter() - started:.0f} s", flush=True)
             config = PipelineConfig(threshold=0.0, max_clusters=CLUSTERS, batch_images=batch, batch_crops=64)
             pipeline = TwoStepPipeline(detector_dir, classifier_dir, config)
