@@ -30,7 +30,9 @@ Run: .venv/bin/python -m bench.bench_uncertainty
 
 from __future__ import annotations
 
+import math
 import os
+import time
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
@@ -47,9 +49,6 @@ from inference.uncertainty import (  # noqa: E402
     select,
     select_diverse,
 )
-
-import math  # noqa: E402
-import time  # noqa: E402
 
 DIM = 512
 N_CLUSTERS = 64

@@ -313,6 +313,57 @@ class KerasClassifier:
         return np.concatenate(probabilities), np.concatenate(embeddings)
 
 
+class EnsembleClassifier:
+    """Classifiers trained on the same labels from different seeds, as one: the probabilities
+    are the members' mean (a deep ensemble, Lakshminarayanan et al. 2017), the embedding the
+    members' embeddings side by side (a squared distance is then the sum of the members'), and
+    ``member_probabilities`` the committee's individual votes for query-by-committee scores
+    (``members_tta``: BALD and vote variance over the members, Beluch et al. 2018)."""
+
+    def __init__(self, members: Sequence[Classifier]):
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = list(members)
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def _outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # The same array is often asked for twice in a round (mean and votes): keep the last.
+        if self._last is None or self._last[0] != id(images) or self._last[1] is not images:
+            outs = [member.predict(images) for member in self.members]
+            votes = np.stack([p for p, _ in outs], axis=1)  # (N, M, 6)
+            self._last = (id(images), images, (votes, np.concatenate([e for _, e in outs], axis=1)))
+        return self._last[2]
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        votes, embeddings = self._outputs(images)
+        return votes.mean(axis=1), embeddings
+
+    def member_probabilities(self, images: np.ndarray) -> np.ndarray:
+        return self._outputs(images)[0]
+
+
+def ensemble_trainer(train: Trainer, members: int) -> Trainer:
+    """``train`` run ``members`` times per call, with seeds ``seed * members + j``; one member
+    is ``train`` itself (the seeds are then unchanged)."""
+    members = int(members)
+    if members < 1:
+        raise ValueError(f"an ensemble needs at least 1 member, got {members}")
+    if members == 1:
+        return train
+
+    def fit(images: np.ndarray, labels: np.ndarray, seed: int) -> Classifier:
+        return EnsembleClassifier([train(images, labels, int(seed) * members + j) for j in range(members)])
+
+    return fit
+
+
+def members_tta(images: np.ndarray) -> list[np.ndarray]:
+    """The ``tta`` that scores an ensemble's members instead of augmented views: the
+    ``tta_*`` strategies then measure the committee's disagreement. Only ``simulate`` reads
+    it (as a marker); it cannot make views of images by itself."""
+    raise TypeError("members_tta marks committee scoring; pass it to simulate(tta=...) with an ensemble trainer")
+
+
 def keras_trainer(config, workdir: str | Path | None = None) -> Trainer:
     """A ``Trainer`` that runs ``training.trainer.train_classifier`` with ``config`` (a
     ``ClassifierRunConfig``): a fresh model each call, one epoch of
@@ -399,11 +450,18 @@ class _Round:
         return self._cache[key]
 
     def unlabelled_outputs(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._get("unlabelled", lambda: self.model.predict(self.clusters.images[self.unlabelled]))
+        return self._get("unlabelled", lambda: self.model.predict(self.unlabelled_images()))
+
+    def unlabelled_images(self) -> np.ndarray:
+        return self._get("unlabelled_images", lambda: self.clusters.images[self.unlabelled])
 
     def unlabelled_tta(self, tta: TTA) -> np.ndarray:
         def compute():
-            views = tta(self.clusters.images[self.unlabelled])
+            if tta is members_tta:
+                if not hasattr(self.model, "member_probabilities"):
+                    raise ValueError("committee scores (tta=members_tta) need an ensemble of at least 2 members")
+                return self.model.member_probabilities(self.unlabelled_images())
+            views = tta(self.unlabelled_images())
             return np.stack([self.model.predict(v)[0] for v in views], axis=1)
 
         return self._get("tta", compute)

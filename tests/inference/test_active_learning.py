@@ -17,11 +17,14 @@ import pytest
 from inference.active_learning import (
     ClusterSet,
     Efficiency,
+    EnsembleClassifier,
     augment_tta,
+    ensemble_trainer,
     format_efficiency,
     format_table,
     label_efficiency,
     labels_to_reach,
+    members_tta,
     model_seed,
     parse_strategy,
     plan_splits,
@@ -191,6 +194,82 @@ def test_the_strategys_top_picks_are_the_ones_revealed(name):
         assert chosen.sum() == 5
         assert oriented[chosen].min() >= oriented[~chosen].max() - 1e-12  # no better one left behind
         assert picks == unlabelled[select(scores, 5, descending=strategy.descending)].tolist()
+
+
+class Tempered(Centroids):
+    """Centroids whose softmax temperature depends on the seed: members that disagree."""
+
+    def __init__(self, images, labels, seed):
+        super().__init__(images, labels)
+        self.temperature = 0.2 + 0.15 * (seed % 7)
+
+    def predict(self, images):
+        x = self.features(images)
+        d = np.sqrt(((x[:, None, :] - self.centres[None]) ** 2).sum(axis=2))
+        logits = -d / self.temperature
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = np.zeros((len(x), 6))
+        probs[:, self.classes] = p / p.sum(axis=1, keepdims=True)
+        return probs, x.astype(np.float32) * self.temperature
+
+
+def test_an_ensemble_averages_probabilities_and_puts_embeddings_side_by_side():
+    clusters = make_clusters()
+    members = [Tempered(clusters.images, clusters.labels, seed) for seed in (0, 1, 2)]
+    ensemble = EnsembleClassifier(members)
+    images = clusters.images[:10]
+    probs, emb = ensemble.predict(images)
+    outs = [m.predict(images) for m in members]
+    np.testing.assert_allclose(probs, np.mean([p for p, _ in outs], axis=0))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(emb, np.concatenate([e for _, e in outs], axis=1))
+    votes = ensemble.member_probabilities(images)
+    assert votes.shape == (10, 3, 6)
+    np.testing.assert_allclose(votes[:, 1], outs[1][0])
+    with pytest.raises(ValueError, match="at least 2 members"):
+        EnsembleClassifier(members[:1])
+
+
+def test_ensemble_trainer_trains_each_member_with_its_own_seed():
+    calls = []
+
+    def train(images, labels, seed):
+        calls.append(seed)
+        return Tempered(images, labels, seed)
+
+    clusters = make_clusters()
+    model = ensemble_trainer(train, 3)(clusters.images, clusters.labels, 7)
+    assert calls == [21, 22, 23] and len(model.members) == 3
+    assert ensemble_trainer(train, 1) is train
+    with pytest.raises(ValueError, match="at least 1 member"):
+        ensemble_trainer(train, 0)
+
+
+def test_committee_scores_pick_by_the_members_disagreement():
+    clusters = make_clusters()
+
+    def train(images, labels, seed):
+        return Tempered(images, labels, seed)
+
+    result = simulate(clusters, ["tta_bald"], train=ensemble_trainer(train, 3), rounds=2, batch=5,
+                      seeds=(0,), initial=4, tta=members_tta)
+    curve = result.curves["tta_bald"][0]
+    split = plan_splits(clusters.image_ids, clusters.labels, seeds=[0], test_fraction=0.25, initial=4,
+                        rounds=2, batch=5)[0]
+    for r, picks in enumerate(curve.picked):
+        labelled = labelled_at(curve, r)
+        unlabelled = np.setdiff1d(split.pool, labelled)
+        seeds = [model_seed(0, r) * 3 + j for j in range(3)]
+        votes = np.stack([Tempered(clusters.images[labelled], clusters.labels[labelled], s)
+                          .predict(clusters.images[unlabelled])[0] for s in seeds], axis=1)
+        scores = STRATEGIES["tta_bald"].score(Predictions(votes.mean(axis=1), tta_probabilities=votes))
+        assert scores.max() > 0  # the members do disagree
+        assert picks == unlabelled[select(scores, 5)].tolist()
+
+
+def test_committee_scores_need_an_ensemble():
+    with pytest.raises(ValueError, match="need an ensemble of at least 2 members"):
+        run(make_clusters(), ["tta_variance"], seeds=(0,), rounds=1, batch=5, tta=members_tta)
 
 
 def test_diverse_picks_are_k_center_among_the_most_uncertain():
@@ -409,6 +488,16 @@ def test_command_refuses_detector_strategies_saying_why():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_command_refuses_committee_scores_without_an_ensemble():
+    from annotation.services import ensure_dataset
+
+    ensure_dataset(name="there")
+    one_line_error(command("there", "--strategies", "random,tta_bald", "--tta", "ensemble"),
+                   "--tta ensemble compares the members of an --ensemble of at least 2")
+    one_line_error(command("there", "--ensemble", "0"), "--ensemble must be at least 1")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_command_refuses_too_few_clusters_for_the_rounds(synthetic, media):
     done = command("al-synth", "--rounds", "10", "--batch", "10", media_root=media)
     one_line_error(done, "al-synth: seed 0: the pool has")
@@ -418,17 +507,19 @@ def test_command_refuses_too_few_clusters_for_the_rounds(synthetic, media):
 @pytest.mark.django_db(transaction=True)
 def test_command_prints_the_curves_and_writes_json_and_png(synthetic, media, tmp_path):
     out = tmp_path / "res"
-    done = command("al-synth", "--strategies", "random,margin", "--rounds", "1", "--batch", "3", "--initial", "4",
+    done = command("al-synth", "--strategies", "random,tta_bald", "--rounds", "1", "--batch", "3", "--initial", "4",
                    "--seeds", "2", "--input-size", "32", "--steps", "2", "--batch-size", "8", "--out", str(out),
-                   media_root=media, timeout=600)
+                   "--ensemble", "2", "--tta", "ensemble", media_root=media, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| labels | random | margin |" in done.stdout
+    assert "| labels | random | tta_bald |" in done.stdout
     assert "\n| 4 | " in done.stdout and "\n| 7 | " in done.stdout
     assert "label efficiency: target = random's final test macro-F1" in done.stdout
-    assert "seed 1 | margin | round 1/1: 7 labels" in done.stdout
+    assert "seed 1 | tta_bald | round 1/1: 7 labels" in done.stdout
+    assert "12 trainings of 2 steps" in done.stdout  # 2 seeds x (1 + 2 strategies x 1 round) x 2 members
     saved = json.loads((out / "al_simulate.json").read_text())
     assert saved["dataset"] == "al-synth" and saved["seeds"] == [0, 1]
-    assert saved["summary"]["margin"]["labels"] == [4, 7]
+    assert saved["options"]["ensemble"] == 2 and saved["options"]["tta"] == "ensemble"
+    assert saved["summary"]["tta_bald"]["labels"] == [4, 7]
     assert [len(c["macro_f1"]) for c in saved["curves"]["random"]] == [2, 2]
     assert "ratio" in saved["efficiency"]
     png = (out / "al_curve.png").read_bytes()

@@ -1,4 +1,4 @@
-"""python manage.py make_synthetic OUT --images N [--seed S] [--size 1636x1088]"""
+"""python manage.py make_synthetic OUT --images N [--seed S] [--size 1636x1088] [--grade-mix W,W,W,W,W,W]"""
 
 from __future__ import annotations
 
@@ -29,6 +29,24 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def parse_grade_mix(text: str | None) -> tuple[float, ...] | None:
+    """'0.57,0.09,0.15,0.04,0.12,0.03' -> six weights in BETHESDA order; None keeps the default."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        weights = tuple(float(part) for part in parts)
+    except ValueError:
+        raise CommandError(f"--grade-mix must be {len(BETHESDA)} numbers separated by commas "
+                           f"({', '.join(BETHESDA)}), got {text!r}") from None
+    if len(weights) != len(BETHESDA):
+        raise CommandError(f"--grade-mix needs {len(BETHESDA)} weights ({', '.join(BETHESDA)}), "
+                           f"got {len(weights)}")
+    if any(not (w >= 0.0) or w == float("inf") for w in weights) or sum(weights) <= 0.0:
+        raise CommandError(f"--grade-mix weights must be finite, not negative and not all zero, got {text!r}")
+    return weights
+
+
 class Command(BaseCommand):
     help = (
         "Generate synthetic liquid-based Pap images (procedural, annotation/synthetic.py) with one "
@@ -53,8 +71,13 @@ class Command(BaseCommand):
                             help=f"image size WIDTHxHEIGHT in pixels, each at least {MIN_SIDE} "
                                  "(default 1636x1088, the paper's frames); cells keep their "
                                  "pixel size, so smaller images hold fewer clusters")
+        parser.add_argument("--grade-mix", default=None, metavar="W,W,W,W,W,W",
+                            help=f"relative frequency of each grade among clusters, in the order "
+                                 f"{', '.join(BETHESDA)} (normalised; default 0.2 NILM and 0.16 "
+                                 "each other grade). Real smears are mostly NILM: cric-dev's cells "
+                                 "are about 0.57,0.09,0.15,0.04,0.12,0.03")
 
-    def handle(self, *args, out, images, seed, size, **options):
+    def handle(self, *args, out, images, seed, size, grade_mix=None, **options):
         from annotation.formats import write_coco
         from annotation.synthetic import SyntheticConfig, generate_dataset
 
@@ -63,6 +86,7 @@ class Command(BaseCommand):
         if seed < 0:
             raise CommandError(f"--seed must not be negative, got {seed}")
         width, height = parse_size(size)
+        mix = parse_grade_mix(grade_mix)
         out_dir = Path(out)
         if out_dir.exists() and not out_dir.is_dir():
             raise CommandError(f"{out_dir}: exists and is not a folder")
@@ -72,6 +96,8 @@ class Command(BaseCommand):
             raise CommandError(f"{out_dir}: cannot create the folder ({exc.strerror})") from None
 
         config = SyntheticConfig(width=width, height=height)
+        if mix is not None:
+            config = config.replace(grade_mix=mix)
         start = time.perf_counter()
         with tqdm(total=images, unit="image", desc="generating", disable=None) as bar:
             try:

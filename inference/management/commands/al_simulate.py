@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-TTA_CHOICES = ("orientations", "all")
+TTA_CHOICES = ("orientations", "all", "ensemble")
 
 
 class Command(BaseCommand):
@@ -15,7 +15,8 @@ class Command(BaseCommand):
         "Simulated active learning on a dataset's ground truth (the truth plays the expert): per "
         "seed, a test set of whole images and a pool of the others' clusters; from a random initial "
         "set, every round trains a fresh classifier on the labelled clusters (fixed steps, no "
-        "validation), records test macro-F1, ranks the unlabelled pool with each strategy and "
+        "validation; --ensemble N trains N and averages them), records test macro-F1, ranks the "
+        "unlabelled pool with each strategy and "
         "reveals the top --batch. Prints the learning curves (macro-F1 mean +- sd over seeds "
         "against labels used) and the label efficiency of the best strategy against random; "
         "--out writes al_simulate.json and al_curve.png. Trains in this process; the defaults "
@@ -42,9 +43,14 @@ class Command(BaseCommand):
                             help="optimizer steps per round, the same for every round and strategy (default 100)")
         parser.add_argument("--batch-size", type=int, default=32, help="training batch size (default 32)")
         parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+        parser.add_argument("--ensemble", type=int, default=1,
+                            help="classifiers trained per round from different seeds; their mean "
+                                 "probabilities score the test set and the pool (default 1). Costs "
+                                 "that many times the training; steadies the curves")
         parser.add_argument("--tta", choices=TTA_CHOICES, default="orientations",
-                            help="test-time augmentation for tta_* strategies: the 4 orientations "
-                                 "(default) or all 36 oversampling variants")
+                            help="what the tta_* strategies compare: the 4 orientations (default), "
+                                 "all 36 oversampling variants, or the --ensemble members' votes "
+                                 "(query by committee: tta_bald is then BALD over the ensemble)")
         parser.add_argument("--pool-factor", type=float, default=10,
                             help="+diverse: candidates per pick before k-center greedy (default 10)")
         parser.add_argument("--out", default=None, help="folder for al_simulate.json and al_curve.png")
@@ -66,9 +72,12 @@ class Command(BaseCommand):
             strategies = al.check_strategies(o["strategies"].split(","))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        for key in ("rounds", "batch", "seeds", "steps", "batch_size", "input_size"):
+        for key in ("rounds", "batch", "seeds", "steps", "batch_size", "input_size", "ensemble"):
             if o[key] < 1:
                 raise CommandError(f"--{key.replace('_', '-')} must be at least 1, got {o[key]}")
+        if o["tta"] == "ensemble" and o["ensemble"] < 2:
+            raise CommandError(f"--tta ensemble compares the members of an --ensemble of at least 2 "
+                               f"classifiers, got --ensemble {o['ensemble']}")
         initial = o["batch"] if o["initial"] is None else o["initial"]
         if initial < 1:
             raise CommandError(f"--initial must be at least 1, got {initial}")
@@ -80,7 +89,10 @@ class Command(BaseCommand):
                 optim=OptimConfig(epochs=1, steps_per_epoch=o["steps"], batch_size=o["batch_size"],
                                   learning_rate=o["learning_rate"], patience=1000),
             )
-            tta = al.augment_tta(al.ORIENTATION_VARIANTS if o["tta"] == "orientations" else al.ALL_VARIANTS)
+            if o["tta"] == "ensemble":
+                tta = al.members_tta
+            else:
+                tta = al.augment_tta(al.ORIENTATION_VARIANTS if o["tta"] == "orientations" else al.ALL_VARIANTS)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
 
@@ -107,11 +119,11 @@ class Command(BaseCommand):
         self.stdout.write(f"{dataset.name}: cropping {len(labels)} clusters from {len(images)} images "
                           f"at {o['input_size']} px")
         clusters = al.ClusterSet.from_crops(image_crops(images, input_size=o["input_size"], margin=o["margin"]))
-        trainings = len(seeds) * (1 + len(strategies) * o["rounds"])
+        trainings = len(seeds) * (1 + len(strategies) * o["rounds"]) * o["ensemble"]
         self.stdout.write(
             f"{len(strategies)} strategies x {len(seeds)} seeds, {o['rounds']} rounds of {o['batch']} from "
             f"{initial} initial labels; {trainings} trainings of {o['steps']} steps x {o['batch_size']}, "
-            f"preset {o['preset']}"
+            f"preset {o['preset']}" + (f", an ensemble of {o['ensemble']} per round" if o["ensemble"] > 1 else "")
         )
 
         def progress(line: str) -> None:
@@ -120,7 +132,8 @@ class Command(BaseCommand):
         with tempfile.TemporaryDirectory(prefix="al-simulate-") as work:
             try:
                 result = al.simulate(
-                    clusters, strategies, train=al.keras_trainer(config, work), rounds=o["rounds"],
+                    clusters, strategies, train=al.ensemble_trainer(al.keras_trainer(config, work), o["ensemble"]),
+                    rounds=o["rounds"],
                     batch=o["batch"], seeds=seeds, initial=initial, test_fraction=o["test_fraction"],
                     tta=tta, pool_factor=o["pool_factor"], progress=progress,
                 )
@@ -151,7 +164,7 @@ class Command(BaseCommand):
                 "dataset": dataset.name,
                 "options": {k: o[k] for k in ("strategies", "rounds", "batch", "seeds", "test_fraction", "preset",
                                               "input_size", "margin", "steps", "batch_size", "learning_rate",
-                                              "tta", "pool_factor")} | {"initial": initial},
+                                              "tta", "pool_factor", "ensemble")} | {"initial": initial},
                 "config": config.to_json(),
                 "summary": summary,
                 "efficiency": efficiency.to_json() if efficiency else None,
