@@ -142,17 +142,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="images per detector batch (CPU 4, GPU 16)")
     args = parser.parse_args()
 
-    import tensorflow as tf
 
-    from bench.common import device_name, report
+    from bench.common import report, tf_device
     from inference.pipeline import PipelineConfig, TwoStepPipeline
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        device = f"{details.get('device_name', 'GPU')} (TensorFlow {tf.__version__})"
-    else:
-        device = f"{device_name()}, CPU only (TensorFlow {tf.__version__})"
+    device, gpus = tf_device()
     n_images = args.images or (64 if gpus else 8)
     batch = args.batch or (16 if gpus else 4)
     n_baseline = max(2, n_images // 2) if not gpus else n_images

@@ -91,16 +91,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import keras
-    import tensorflow as tf
 
-    from bench.common import device_name, report
+    from bench.common import report, tf_device
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        device = f"{details.get('device_name', 'GPU')} (TensorFlow {tf.__version__})"
-    else:
-        device = f"{device_name()}, CPU only (TensorFlow {tf.__version__})"
+    device, gpus = tf_device()
     steps = args.steps or (30 if gpus else 3)
     warmup = args.warmup or (5 if gpus else 1)
     jit = bool(gpus)

@@ -21,6 +21,17 @@ def device_name() -> str:
     return f"{stdlib_platform.processor() or stdlib_platform.machine()} ({os.cpu_count()} cores)"
 
 
+def tf_device() -> tuple[str, bool]:
+    """(the device TensorFlow will run on, in words; whether it is a GPU)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"{details.get('device_name', 'GPU')} (TensorFlow {tf.__version__})", True
+    return f"{device_name()}, CPU only (TensorFlow {tf.__version__})", False
+
+
 def best_time(fn: Callable[[], object], *, repeat: int = 3, number: int = 1) -> float:
     """Best wall time in seconds of ``number`` calls, over ``repeat`` tries (noise only adds time)."""
     best = float("inf")
