@@ -324,15 +324,15 @@ class EnsembleClassifier:
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
         self.members = list(members)
-        self._last: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._last: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
 
     def _outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # The same array is often asked for twice in a round (mean and votes): keep the last.
-        if self._last is None or self._last[0] != id(images) or self._last[1] is not images:
+        if self._last is None or self._last[0] is not images:
             outs = [member.predict(images) for member in self.members]
             votes = np.stack([p for p, _ in outs], axis=1)  # (N, M, 6)
-            self._last = (id(images), images, (votes, np.concatenate([e for _, e in outs], axis=1)))
-        return self._last[2]
+            self._last = (images, (votes, np.concatenate([e for _, e in outs], axis=1)))
+        return self._last[1]
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         votes, embeddings = self._outputs(images)

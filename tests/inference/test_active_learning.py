@@ -230,6 +230,24 @@ def test_an_ensemble_averages_probabilities_and_puts_embeddings_side_by_side():
         EnsembleClassifier(members[:1])
 
 
+def test_an_ensemble_asks_its_members_once_for_the_same_array():
+    clusters = make_clusters()
+    counts = []
+
+    class Counting(Tempered):
+        def predict(self, images):
+            counts.append(len(images))
+            return super().predict(images)
+
+    ensemble = EnsembleClassifier([Counting(clusters.images, clusters.labels, s) for s in (0, 1)])
+    pool = clusters.images[:8]
+    ensemble.predict(pool)
+    ensemble.member_probabilities(pool)
+    assert counts == [8, 8]
+    ensemble.predict(pool.copy())  # another array (even with equal pixels): asked again
+    assert counts == [8, 8, 8, 8]
+
+
 def test_ensemble_trainer_trains_each_member_with_its_own_seed():
     calls = []
 
