@@ -41,8 +41,10 @@ it; None, "not reached", otherwise); the best strategy is the one that needs few
 ratio is those labels over random's final label count. The issue's goal is a ratio <= 0.5.
 The measure is undefined when random's final mean is not above the shared first point (a curve
 that does not rise: every strategy would "reach" it with the initial labels alone). It reads
-the mean curves only: with a spread over seeds as large as the gaps between strategies, a ratio
-below 0.5 can be noise; read it beside the table's sd.
+the mean curves: with a spread over seeds as large as the gaps between strategies, a ratio
+below 0.5 can be noise; read it beside the table's sd and the paired per-seed ratios (the best
+strategy against the same seed's random curve: same test set, same initial labels, same
+round-0 model), which ``label_efficiency`` adds when given the result.
 """
 
 from __future__ import annotations
@@ -602,6 +604,16 @@ class Efficiency:
     needed: dict[str, float | None]  # labels each other strategy needs (None: not reached)
     best: str | None  # the strategy that needs fewest; None when none reaches it or undefined
     ratio: float | None  # best's labels / baseline_labels
+    # The same ratio seed by seed (best's curve against its own seed's random curve), when the
+    # result was given: None where that seed's random curve does not rise or best never reaches it.
+    per_seed: list[float | None] | None = None
+
+    @property
+    def seeds_meeting_goal(self) -> int | None:
+        """In how many seeds the best strategy needed at most GOAL_RATIO of random's labels."""
+        if self.per_seed is None:
+            return None
+        return sum(1 for r in self.per_seed if r is not None and r <= GOAL_RATIO + 1e-12)
 
     @property
     def defined(self) -> bool:
@@ -615,13 +627,25 @@ class Efficiency:
 
     def to_json(self) -> dict:
         return {**dataclasses.asdict(self), "defined": self.defined, "goal_ratio": GOAL_RATIO,
-                "goal_met": self.goal_met}
+                "goal_met": self.goal_met, "seeds_meeting_goal": self.seeds_meeting_goal}
 
 
-def label_efficiency(summary: dict, baseline: str = BASELINE) -> Efficiency | None:
+def _per_seed_ratios(result: SimulationResult, best: str, baseline: str) -> list[float | None]:
+    ratios: list[float | None] = []
+    for base, other in zip(result.curves[baseline], result.curves[best], strict=True):
+        target = base.macro_f1[-1]
+        needed = labels_to_reach(other.labels, other.macro_f1, target) if target > base.macro_f1[0] else None
+        ratios.append(None if needed is None else needed / base.labels[-1])
+    return ratios
+
+
+def label_efficiency(summary: dict, baseline: str = BASELINE,
+                     result: SimulationResult | None = None) -> Efficiency | None:
     """Label efficiency of the best non-baseline strategy (module docstring); None when the
     baseline or every other strategy is missing. Undefined (best and ratio None, ``defined``
-    False) when random's final mean is not above its first point."""
+    False) when random's final mean is not above its first point. With ``result``, also the
+    best strategy's ratio in each seed against that seed's own random curve (``per_seed``): a
+    paired reading, less at the mercy of one seed's luck than the means."""
     if baseline not in summary or len(summary) < 2:
         return None
     base = summary[baseline]
@@ -634,8 +658,9 @@ def label_efficiency(summary: dict, baseline: str = BASELINE) -> Efficiency | No
     if reached and target > start:
         best = min(reached, key=lambda n: (reached[n], list(needed).index(n)))
     ratio = reached[best] / final_labels if best is not None else None
+    per_seed = _per_seed_ratios(result, best, baseline) if result is not None and best is not None else None
     return Efficiency(target=target, baseline_labels=final_labels, start=start, needed=needed,
-                      best=best, ratio=ratio)
+                      best=best, ratio=ratio, per_seed=per_seed)
 
 
 def format_table(summary: dict) -> str:
@@ -663,9 +688,14 @@ def format_efficiency(efficiency: Efficiency | None) -> str:
         return f"{head}; not reached by any other strategy (goal <= {GOAL_RATIO:g}: not met)"
     others = ", ".join(f"{n} {'not reached' if v is None else f'{v:.0f}'}"
                        for n, v in efficiency.needed.items())
-    return (f"{head}; best {efficiency.best} reaches it at {efficiency.needed[efficiency.best]:.0f} "
+    line = (f"{head}; best {efficiency.best} reaches it at {efficiency.needed[efficiency.best]:.0f} "
             f"labels = {efficiency.ratio:.2f} of random's (goal <= {GOAL_RATIO:g}: "
             f"{'met' if efficiency.goal_met else 'not met'}); labels needed: {others}")
+    if efficiency.per_seed is not None:
+        seeds = ", ".join("-" if r is None else f"{r:.2f}" for r in efficiency.per_seed)
+        line += (f"; seed by seed against that seed's random: {seeds} ({efficiency.seeds_meeting_goal} of "
+                 f"{len(efficiency.per_seed)} seeds <= {GOAL_RATIO:g})")
+    return line
 
 
 def plot_curves(summary: dict, path, *, title: str = "Simulated active learning",

@@ -389,6 +389,26 @@ def test_efficiency_is_undefined_when_random_does_not_rise():
     assert label_efficiency(summary_of({"random": [0.3, 0.31], "margin": [0.3, 0.2]}, labels=(5, 10))).defined
 
 
+def test_efficiency_seed_by_seed_pairs_each_seed_with_its_own_random_curve():
+    from inference.active_learning import Curve, SimulationResult
+
+    def curves(*values):
+        return [Curve(seed=i, initial=[], labels=[10, 20, 30, 40], macro_f1=list(v)) for i, v in enumerate(values)]
+
+    result = SimulationResult(
+        strategies=["random", "entropy"], seeds=[0, 1, 2], rounds=3, batch=10, initial=10, test_fraction=0.25,
+        curves={"random": curves([0.2, 0.3, 0.3, 0.4], [0.3, 0.5, 0.6, 0.7], [0.5, 0.4, 0.4, 0.45]),
+                "entropy": curves([0.2, 0.6, 0.6, 0.6], [0.3, 0.5, 0.6, 0.6], [0.5, 0.7, 0.7, 0.7])},
+        splits=[])
+    eff = label_efficiency(summarize(result), result=result)
+    assert eff.best == "entropy"
+    # seed 0: 0.4 reached at 15 of 40 labels; seed 1: 0.7 never reached; seed 2: random does not rise
+    assert eff.per_seed == [pytest.approx(0.375), None, None] and eff.seeds_meeting_goal == 1
+    assert "seed by seed against that seed's random: 0.38, -, - (1 of 3 seeds <= 0.5)" in format_efficiency(eff)
+    assert eff.to_json()["seeds_meeting_goal"] == 1
+    assert label_efficiency(summarize(result)).per_seed is None  # means only without the result
+
+
 def test_labels_to_reach_starts_at_the_first_point_and_needs_a_crossing():
     assert labels_to_reach([10, 20], [0.6, 0.7], 0.5) == 10.0
     assert labels_to_reach([10, 20, 30], [0.1, 0.3, 0.2], 0.2) == 15.0

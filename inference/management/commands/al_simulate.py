@@ -140,7 +140,7 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
         summary = al.summarize(result)
-        efficiency = al.label_efficiency(summary)
+        efficiency = al.label_efficiency(summary, result=result)
         table = al.format_table(summary)
         self.stdout.write("")
         self.stdout.write(f"test macro-F1 (%), mean +- sd over seeds {seeds}, against labels used:")
