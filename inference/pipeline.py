@@ -12,8 +12,10 @@ Both models are TensorFlow SavedModels as the registry exports them (``saved_mod
 model version's folder; the detector's ``detector.json`` beside it says how to decode). They are
 loaded once per process (``load_pipeline`` caches by folder). Decoding images and cutting crops
 run in a thread pool (OpenCV releases the GIL) while the accelerator works on the previous
-batch. On a GPU the forward passes are XLA-compiled (``jit_compile``); the exported graphs keep
-the precision they were trained in (mixed precision on a GPU worker).
+batch. On a GPU the forward passes are XLA-compiled (``jit_compile``; ``PipelineConfig.jit``
+forces it either way, which is how the tests run the compiled path on a CPU); the exported graphs
+keep the precision they were trained in (mixed precision on a GPU worker; tested to agree with
+the float32 export).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class PipelineConfig:
     batch_crops: int = 64  # crops per classifier batch
     workers: int = 2  # CPU threads for decoding, letterboxing and cropping
     max_clusters: int = 100  # most clusters kept per image (highest detector scores first)
+    jit: bool | None = None  # XLA-compile both forward passes; None: when a GPU is present
 
 
 class TwoStepPipeline:
@@ -80,7 +83,8 @@ class TwoStepPipeline:
         classifier = tf.saved_model.load(str(classifier_dir))
         spec = classifier.signatures["serving_default"].structured_input_signature[1]
         self.cls_size = int(next(iter(spec.values())).shape[1])
-        jit = bool(tf.config.list_physical_devices("GPU"))
+        jit = bool(tf.config.list_physical_devices("GPU")) if config.jit is None else bool(config.jit)
+        self.jit = jit
 
         from training.detection.loss import decode
 

@@ -105,3 +105,52 @@ def test_verdict_is_the_highest_grade_called():
 
     assert ImageResult([c("LSIL"), c("HSIL"), c("ASC-US")]).verdict == "HSIL"
     assert ImageResult([c("NILM")]).verdict == "NILM" and ImageResult([]).verdict == "NILM"
+
+
+def test_the_xla_compiled_pipeline_gives_the_same_results(exported, images):
+    # What a GPU worker runs (jit_compile), here on the CPU's XLA backend.
+    plain = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0, jit=False)).predict(images)
+    compiled_pipeline = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0, jit=True))
+    assert compiled_pipeline.jit
+    compiled = compiled_pipeline.predict(images)
+    for a, b in zip(plain, compiled, strict=True):
+        assert len(a.clusters) == len(b.clusters) > 0
+        for ca, cb in zip(a.clusters, b.clusters, strict=True):
+            np.testing.assert_allclose(ca.box, cb.box, atol=1e-2)
+            np.testing.assert_allclose(ca.probabilities, cb.probabilities, atol=1e-4)
+
+
+def test_models_exported_under_mixed_precision_run_in_the_pipeline(exported, images, tmp_path):
+    # A GPU worker trains (and so exports) under mixed_float16: same weights, half-precision
+    # activations; the pipeline must read them and agree with the float32 export.
+    import keras
+
+    from training.detector_trainer import export_detector_saved_model
+    from training.models.resnest import ResNeStClassifier
+    from training.models.yolov4 import build_detector
+    from training.trainer import export_saved_model
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(1)
+        detector = build_detector("yolov4_test", num_classes=5)
+        detector.save(tmp_path / "detector.keras")
+        export_detector_saved_model(tmp_path / "detector.keras", tmp_path / "detector")
+        classifier = ResNeStClassifier.from_preset("resnest_tiny", input_size=32)
+        classifier.save(tmp_path / "classifier.keras")
+        export_saved_model(tmp_path / "classifier.keras", tmp_path / "classifier")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    half = TwoStepPipeline(tmp_path / "detector", exported[1], PipelineConfig(threshold=0.0, max_clusters=5))
+    full = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0, max_clusters=5))
+    for a, b in zip(half.predict(images), full.predict(images), strict=True):
+        # half precision may reorder near-equal boxes in NMS; the best ones must agree
+        assert a.clusters and b.clusters
+        assert max(c.detector_score for c in a.clusters) == pytest.approx(
+            max(c.detector_score for c in b.clusters), abs=2e-2)
+    crops = np.random.default_rng(0).integers(0, 255, size=(6, 32, 32, 3), dtype=np.uint8)
+    p_half, e_half = TwoStepPipeline(exported[0], tmp_path / "classifier").classify(crops)
+    p_full, e_full = TwoStepPipeline(*exported).classify(crops)
+    assert p_half.dtype == np.float32 and np.isfinite(e_half).all()
+    np.testing.assert_allclose(p_half.sum(axis=1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(p_half, p_full, atol=2e-2)
