@@ -141,7 +141,7 @@ def test_models_exported_under_mixed_precision_run_in_the_pipeline(exported, ima
         export_saved_model(tmp_path / "classifier.keras", tmp_path / "classifier")
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    half = TwoStepPipeline(tmp_path / "detector", exported[1], PipelineConfig(threshold=0.0, max_clusters=5))
+    half = TwoStepPipeline(tmp_path / "detector", tmp_path / "classifier", PipelineConfig(threshold=0.0, max_clusters=5))
     full = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0, max_clusters=5))
     for a, b in zip(half.predict(images), full.predict(images), strict=True):
         # half precision may reorder near-equal boxes in NMS; the best ones must agree
@@ -149,8 +149,8 @@ def test_models_exported_under_mixed_precision_run_in_the_pipeline(exported, ima
         assert max(c.detector_score for c in a.clusters) == pytest.approx(
             max(c.detector_score for c in b.clusters), abs=2e-2)
     crops = np.random.default_rng(0).integers(0, 255, size=(6, 32, 32, 3), dtype=np.uint8)
-    p_half, e_half = TwoStepPipeline(exported[0], tmp_path / "classifier").classify(crops)
-    p_full, e_full = TwoStepPipeline(*exported).classify(crops)
+    p_half, e_half = half.classify(crops)
+    p_full, e_full = full.classify(crops)
     assert p_half.dtype == np.float32 and np.isfinite(e_half).all()
     np.testing.assert_allclose(p_half.sum(axis=1), 1.0, atol=1e-3)
     np.testing.assert_allclose(p_half, p_full, atol=2e-2)
