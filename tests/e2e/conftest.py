@@ -65,16 +65,3 @@ def login(page, live_server):
         return page
 
     return do_login
-
-
-@pytest.fixture(scope="module")
-def orm_allowed_until_the_database_is_flushed():
-    """For modules that touch the ORM beside Playwright's event loop: live_server's flush at
-    teardown runs after the function-scoped fixture that allows it; module scope outlives it."""
-    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    yield
-    if before is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before

@@ -21,7 +21,7 @@ from inference.pipeline import ClusterResult, ImageResult
 from inference.services import store_prediction
 from training.records import DatasetVersion, ModelVersion
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("orm_allowed_until_the_database_is_flushed")]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from annotation.geometry import Box
 from annotation.models import AuditEntry, Cluster, ExpertBox, GroundTruthBox, Image, PredictionBox
 from annotation.synthetic import SyntheticConfig, generate_image
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("orm_allowed_until_the_database_is_flushed")]
+pytestmark = pytest.mark.e2e
 
 WIDTH, HEIGHT = 1200, 800
 #: each expert's small, steady offset on (x, y, width, height): they draw the same cells a little apart

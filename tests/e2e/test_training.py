@@ -16,7 +16,7 @@ from training.config import ClassifierRunConfig
 from training.metrics import classification_report
 from training.records import DatasetVersion, ModelVersion, TrainingRun
 
-pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("orm_allowed_until_the_database_is_flushed")]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture

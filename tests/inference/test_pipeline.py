@@ -14,8 +14,8 @@ from inference.pipeline import (
 )
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def export_tiny_models(base, policy: str = "float32"):
+    """A test-size YOLOv4 and a tiny ResNeSt (seed 1) exported as SavedModels under ``policy``."""
     import keras
 
     from training.detector_trainer import export_detector_saved_model
@@ -23,15 +23,23 @@ def exported(tmp_path_factory):
     from training.models.yolov4 import build_detector
     from training.trainer import export_saved_model
 
-    base = tmp_path_factory.mktemp("models")
-    keras.utils.set_random_seed(1)
-    detector = build_detector("yolov4_test", num_classes=5)
-    detector.save(base / "detector.keras")
-    export_detector_saved_model(base / "detector.keras", base / "detector")
-    classifier = ResNeStClassifier.from_preset("resnest_tiny", input_size=32)
-    classifier.save(base / "classifier.keras")
-    export_saved_model(base / "classifier.keras", base / "classifier")
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(1)
+        detector = build_detector("yolov4_test", num_classes=5)
+        detector.save(base / "detector.keras")
+        export_detector_saved_model(base / "detector.keras", base / "detector")
+        classifier = ResNeStClassifier.from_preset("resnest_tiny", input_size=32)
+        classifier.save(base / "classifier.keras")
+        export_saved_model(base / "classifier.keras", base / "classifier")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     return base / "detector", base / "classifier"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return export_tiny_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
@@ -123,25 +131,8 @@ def test_the_xla_compiled_pipeline_gives_the_same_results(exported, images):
 def test_models_exported_under_mixed_precision_run_in_the_pipeline(exported, images, tmp_path):
     # A GPU worker trains (and so exports) under mixed_float16: same weights, half-precision
     # activations; the pipeline must read them and agree with the float32 export.
-    import keras
-
-    from training.detector_trainer import export_detector_saved_model
-    from training.models.resnest import ResNeStClassifier
-    from training.models.yolov4 import build_detector
-    from training.trainer import export_saved_model
-
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        keras.utils.set_random_seed(1)
-        detector = build_detector("yolov4_test", num_classes=5)
-        detector.save(tmp_path / "detector.keras")
-        export_detector_saved_model(tmp_path / "detector.keras", tmp_path / "detector")
-        classifier = ResNeStClassifier.from_preset("resnest_tiny", input_size=32)
-        classifier.save(tmp_path / "classifier.keras")
-        export_saved_model(tmp_path / "classifier.keras", tmp_path / "classifier")
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    half = TwoStepPipeline(tmp_path / "detector", tmp_path / "classifier", PipelineConfig(threshold=0.0, max_clusters=5))
+    half_dirs = export_tiny_models(tmp_path, "mixed_float16")
+    half = TwoStepPipeline(*half_dirs, PipelineConfig(threshold=0.0, max_clusters=5))
     full = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0, max_clusters=5))
     for a, b in zip(half.predict(images), full.predict(images), strict=True):
         # half precision may reorder near-equal boxes in NMS; the best ones must agree

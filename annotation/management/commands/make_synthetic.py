@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import Counter
@@ -42,7 +43,7 @@ def parse_grade_mix(text: str | None) -> tuple[float, ...] | None:
     if len(weights) != len(BETHESDA):
         raise CommandError(f"--grade-mix needs {len(BETHESDA)} weights ({', '.join(BETHESDA)}), "
                            f"got {len(weights)}")
-    if any(not (w >= 0.0) or w == float("inf") for w in weights) or sum(weights) <= 0.0:
+    if not all(math.isfinite(w) and w >= 0.0 for w in weights) or sum(weights) <= 0.0:
         raise CommandError(f"--grade-mix weights must be finite, not negative and not all zero, got {text!r}")
     return weights
 
