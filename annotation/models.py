@@ -64,6 +64,9 @@ class Image(models.Model):
     queue_rank = models.FloatField(null=True, blank=True, db_index=True)
     #: when consensus was first computed: until then experts stay blind to each other
     consensus_at = models.DateTimeField(null=True, blank=True)
+    #: model_version name of the predictions the editor may offer as pre-annotations ("" = none);
+    #: written by inference (ranking rounds), read by the editor, so annotation never asks inference
+    preannotation_model = models.CharField(max_length=100, blank=True, default="")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -99,21 +102,50 @@ class BoxFields(models.Model):
         return Box(self.x, self.y, self.width, self.height, self.label, getattr(self, "score", None))
 
 
+class CurrentGroundTruthManager(models.Manager):
+    """Only the current truth: every reader (training export, simulated experts, dashboards,
+    Label Studio) gets one box per lesion without having to remember a filter."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(superseded_at__isnull=True)
+
+
 class GroundTruthBox(BoxFields):
+    """One box of an image's ground truth, with its provenance.
+
+    One current box per lesion: a later source supersedes an earlier one (precedence: imported
+    reference < consensus < reviewer decision) and the earlier row is kept as history
+    (``superseded_at``/``superseded_by``), never deleted and never duplicated. ``objects`` (the
+    default manager, also behind ``image.ground_truth``) returns current rows only;
+    ``with_history`` returns every row."""
+
     class Source(models.TextChoices):
-        IMPORT = "import"
+        IMPORT = "import", "imported reference"
         CONSENSUS = "consensus"
-        REVIEW = "review"
+        REVIEW = "review", "reviewer decision"
 
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="ground_truth")
     source = models.CharField(max_length=12, choices=Source.choices)
     # CRIC-style point labels: the box was made around this nucleus point (reviewers may correct it)
     point_x = models.FloatField(null=True, blank=True)
     point_y = models.FloatField(null=True, blank=True)
+    #: the consensus cluster this box came from (kept as a plain id: clusters are recomputed)
+    cluster_id_at_source = models.PositiveBigIntegerField(null=True, blank=True)
+    #: who decided it (reviewer decisions)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    superseded_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    superseded_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="supersedes")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = CurrentGroundTruthManager()
+    with_history = models.Manager()
 
     class Meta(BoxFields.Meta):
         ordering = ["image", "id"]
+        default_manager_name = "objects"
+        base_manager_name = "with_history"
 
     def __str__(self) -> str:
         return f"{self.label} @ ({self.x:.0f}, {self.y:.0f}) on image {self.image_id}"
@@ -151,6 +183,8 @@ class ExpertAnnotation(models.Model):
     origin = models.CharField(max_length=16, choices=Origin.choices)
     #: the same annotation in Label Studio (null until pushed or when mirrored from there)
     ls_annotation_id = models.PositiveIntegerField(null=True, blank=True, unique=True)
+    #: bumped by every save; a save must name the revision it was edited from (409 otherwise)
+    revision = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -166,6 +200,17 @@ class ExpertAnnotation(models.Model):
 
 class ExpertBox(BoxFields):
     annotation = models.ForeignKey(ExpertAnnotation, on_delete=models.CASCADE, related_name="boxes")
+    #: the model's box this one started from (a pre-annotation), if any
+    prediction = models.ForeignKey("PredictionBox", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    #: the model_version of that pre-annotation ("" = drawn by the expert); kept if the row goes
+    prediction_model = models.CharField(max_length=100, blank=True, default="")
+    #: None: drawn by the expert; False: the model's box accepted unchanged; True: edited
+    prediction_changed = models.BooleanField(null=True, blank=True)
+
+    @property
+    def accepted_unchanged(self) -> bool:
+        return bool(self.prediction_model) and self.prediction_changed is False
 
     class Meta(BoxFields.Meta):
         ordering = ["annotation", "id"]
@@ -248,6 +293,21 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"image {self.image_id} -> {self.annotator} ({self.status})"
+
+
+class AnnotationDraft(models.Model):
+    """Work in progress on one assignment, saved as the expert draws: restored on reload or on
+    coming back later, removed when the annotation is submitted."""
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="draft")
+    #: boxes in image pixels, as the editor last had them: [{x, y, width, height, label, ...}]
+    boxes = models.JSONField(default=list)
+    #: the ExpertAnnotation revision the draft was edited from (null: nothing submitted yet)
+    base_revision = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"draft of assignment {self.assignment_id}"
 
 
 class OutboxMessage(models.Model):
