@@ -12,6 +12,7 @@ REVIEWERS_MAY_RESOLVE_OWN_IMAGES); its review page opens read-only and says why.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -23,11 +24,12 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotation import selectors, services
+from annotation import review_decisions, selectors, services
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from annotation.consensus import REASONS
 from annotation.geometry import Box, iou
 from cytoloop.roles import Role, role_required
+from cytoloop.templatetags.cytoloop_dates import format_when
 
 PAGE_SIZE = 25
 SORTS = {"risk": "Riskiest first", "oldest": "Oldest first"}
@@ -212,7 +214,10 @@ def _change(entry) -> list[str]:
     before, after = entry.before or {}, entry.after or {}
     parts = []
     if "assigned_to" in after:
-        parts.append(f"assigned to {after['assigned_to']}")
+        held = ""
+        if after.get("held_until"):
+            held = f", held for them until {format_when(datetime.fromisoformat(after['held_until']))}"
+        parts.append(f"assigned to {after['assigned_to']}{held}")
     if before.get("status") != after.get("status") and after.get("status"):
         parts.append(f"{before.get('status', '—')} → {after['status']}")
     if before.get("label") != after.get("label") and after.get("label"):
@@ -225,7 +230,50 @@ def _change(entry) -> list[str]:
     return parts
 
 
-def _review_context(request, cluster, *, error: str = "", values: dict | None = None) -> dict:
+def _audit_rows(cluster, others) -> tuple[list[dict], list[dict]]:
+    """The image's audit entries split by the object each was written about: this cluster's own
+    (written with its id, while it existed), and the rest of the image's history, each labelled
+    with its object (another cluster, the image, or a cluster since replaced by a recomputed
+    consensus, whose id no current cluster carries)."""
+    current = {c.pk: c for c in others}
+    own, history = [], []
+    for entry in selectors.image_audit(cluster.image_id):
+        row = {"entry": entry, "change": _change(entry)}
+        if entry.cluster_id == cluster.pk and entry.created_at >= cluster.created_at:
+            own.append(row)
+            continue
+        target = current.get(entry.cluster_id)
+        if entry.cluster_id is None:
+            row["about"] = {"text": "the image"}
+        elif target is not None and entry.created_at >= target.created_at:
+            row["about"] = {"text": f"cluster #{target.pk}", "url": reverse("review:cluster", args=[target.pk])}
+        else:
+            row["about"] = {"text": f"cluster #{entry.cluster_id}, since replaced by a recomputed consensus"}
+        history.append(row)
+    return own, history
+
+
+def _facts(cluster) -> review_decisions.ClusterFacts:
+    return review_decisions.ClusterFacts(
+        pk=cluster.pk, status=cluster.status, label=cluster.label,
+        votes=tuple(m["label"] for m in cluster.members), n_experts=cluster.n_experts, risk=cluster.risk,
+        decided_by=cluster.resolved_by.get_username() if cluster.resolved_by else "",
+        decided_at=format_when(cluster.resolved_at),
+        stamp=cluster.resolved_at.isoformat() if cluster.resolved_at else "",
+    )
+
+
+class NeedsConfirmation(Exception):
+    """The decision is refused until the reviewer confirms ``statement`` (posting ``token``)."""
+
+    def __init__(self, statement: str, token: str):
+        super().__init__(statement)
+        self.statement, self.token = statement, token
+
+
+def _review_context(request, cluster, *, error: str = "", values: dict | None = None,
+                    confirm: dict | None = None) -> dict:
+    changing = bool(confirm) or request.GET.get("change") == "1"
     image = cluster.image
     annotations = list(selectors.visible_annotations(request.user, image))
     annotations.sort(key=lambda a: a.annotator_id)
@@ -271,16 +319,14 @@ def _review_context(request, cluster, *, error: str = "", values: dict | None = 
              for i, lab in enumerate(BETHESDA)]
     for v in votes:
         v["percent"] = round(100 * v["share"], 1)
-    audit = []
-    for entry in selectors.cluster_audit(cluster):
-        audit.append({"entry": entry, "change": _change(entry)})
+    others = [c for c in selectors.image_clusters(image) if c.pk != cluster.pk]
+    audit, history = _audit_rows(cluster, others)
     own_image = not settings.REVIEWERS_MAY_RESOLVE_OWN_IMAGES and selectors.reviewer_annotated(image, request.user)
     next_cluster = selectors.next_disputed_cluster(reviewer=request.user, exclude_pk=cluster.pk)
     just_decided = None
     previous = request.GET.get("from", "")
     if previous.isdigit() and int(previous) != cluster.pk:
         just_decided = selectors.cluster_for_review(int(previous)).first()
-    others = [c for c in selectors.image_clusters(image) if c.pk != cluster.pk]
     from_preview = image.format == "TIFF" and services.ensure_thumbnail(image=image)
     box_values = values or {"x": f"{cluster.x:.1f}", "y": f"{cluster.y:.1f}",
                             "width": f"{cluster.width:.1f}", "height": f"{cluster.height:.1f}",
@@ -304,6 +350,11 @@ def _review_context(request, cluster, *, error: str = "", values: dict | None = 
         "not_drawn": [e for e in experts if e["label"] is None],
         "reasons": [{"code": r, "text": REASON_TEXT.get(r, r), "title": REASON_HELP.get(r, "")} for r in cluster.reasons],
         "audit": audit,
+        "history": history,
+        "decided": cluster.status in review_decisions.DECIDED,
+        "changing": changing,
+        "locked": own_image or (cluster.status in review_decisions.DECIDED and not changing),
+        "confirm": confirm,
         "own_image": own_image,
         "pending_experts": list(selectors.pending_extra_experts(image)),
         "next_url": reverse("review:cluster", args=[next_cluster.pk]) if next_cluster else None,
@@ -314,6 +365,21 @@ def _review_context(request, cluster, *, error: str = "", values: dict | None = 
         "values": box_values,
         "age": _age(cluster.created_at),
     }
+
+
+def _confirmed(request, cluster, decision: review_decisions.Decision) -> None:
+    """Raise NeedsConfirmation unless ``decision`` needs none or was posted with the token of
+    the statement it needs (see annotation.review_decisions). A reviewer who may not decide on
+    this image is not asked: the service refuses them."""
+    if not settings.REVIEWERS_MAY_RESOLVE_OWN_IMAGES and selectors.reviewer_annotated(cluster.image, request.user):
+        return
+    facts = _facts(cluster)
+    statement = review_decisions.confirmation(facts, decision)
+    if statement is None:
+        return
+    expected = review_decisions.token(facts, decision)
+    if request.POST.get("confirm", "") != expected:
+        raise NeedsConfirmation(statement, expected)
 
 
 def _decide(request, cluster) -> str:
@@ -328,6 +394,7 @@ def _decide(request, cluster) -> str:
         label = request.POST.get("label", "")
         if label not in BETHESDA:
             raise ValueError("Choose one of the six Bethesda classes.")
+        _confirmed(request, cluster, review_decisions.Decision("label", label))
         services.resolve_cluster(cluster=cluster, reviewer=reviewer, label=label, comment=note)
         return f"resolved as {label}"
     if action == "box":
@@ -338,19 +405,36 @@ def _decide(request, cluster) -> str:
             raise ValueError("The box needs four numbers: x, y, width and height (in image pixels).") from None
         if not all(math.isfinite(n) for n in numbers):
             raise ValueError("The box's x, y, width and height must be finite numbers.")
+        if label not in BETHESDA:
+            raise ValueError("Choose one of the six Bethesda classes.")
+        _confirmed(request, cluster, review_decisions.Decision("box", label, tuple(numbers)))
         services.resolve_cluster(cluster=cluster, reviewer=reviewer, label=label,
                                  box=Box(*numbers, label=label), comment=note)
         return f"resolved with an adjusted box as {label}"
     if action == "reject":
+        _confirmed(request, cluster, review_decisions.Decision("reject"))
         services.reject_cluster(cluster=cluster, reviewer=reviewer, comment=note)
         return "rejected (not a lesion)"
     if action == "expert":
-        assignment = services.request_another_expert(image=cluster.image, reviewer=reviewer, comment=note)
-        return f"sent to one more expert ({assignment.annotator.get_username()})"
+        assignment = services.request_another_expert(image=cluster.image, reviewer=reviewer, comment=note,
+                                                     cluster=cluster)
+        return (f"sent to one more expert ({assignment.annotator.get_username()}), held for them until "
+                f"{format_when(assignment.expires_at)}; after that any pathologist who has not annotated "
+                "it may take it")
     if action == "comment":
         services.comment_on_cluster(cluster=cluster, reviewer=reviewer, text=request.POST.get("text", ""))
         return "commented"
     raise ValueError("Unknown action.")
+
+
+def _confirm_verb(action: str, label: str, change: bool) -> str:
+    if action == "reject":
+        verb = "reject it as not a lesion"
+    elif action == "box":
+        verb = f"resolve it as {label} with this box"
+    else:
+        verb = f"decide {label}"
+    return ("Yes, change the decision: " if change else "Yes, ") + verb
 
 
 @role_required(Role.REVIEWER)
@@ -362,8 +446,16 @@ def cluster(request, pk: int):
     if request.method == "GET":
         return render(request, "review/cluster.html", _review_context(request, cluster))
 
+    was_decided = cluster.status in review_decisions.DECIDED
     try:
         done = _decide(request, cluster)
+    except NeedsConfirmation as ask:
+        fields = [(k, v) for k in ("action", "label", "x", "y", "width", "height", "note")
+                  if (v := request.POST.get(k)) is not None]
+        confirm = {"statement": ask.statement, "token": ask.token, "fields": fields,
+                   "verb": _confirm_verb(request.POST.get("action", ""), request.POST.get("label", ""), was_decided)}
+        context = _review_context(request, cluster, confirm=confirm)
+        return render(request, "review/cluster.html", context, status=409)
     except (services.ReviewRefused, services.AnnotationRejected, ValueError) as exc:
         error = "; ".join(getattr(exc, "errors", None) or [str(exc)])
         values = None
@@ -375,6 +467,9 @@ def cluster(request, pk: int):
     if request.POST.get("action") == "comment":
         messages.success(request, f"{where}: your comment is in the audit trail.")
         return redirect(reverse("review:cluster", args=[cluster.pk]) + "#audit")
+    if was_decided:
+        messages.success(request, f"{where}: decision changed, now {done}. The earlier one is in the audit trail.")
+        return redirect(reverse("review:cluster", args=[cluster.pk]) + "#decision")
     following = selectors.next_disputed_cluster(reviewer=request.user, exclude_pk=cluster.pk)
     if following is None:
         messages.success(request, f"{where}: {done}. No disputed cluster is left for you.")

@@ -1,7 +1,8 @@
 """Reads for the dataset pages: small functions returning QuerySets or plain dicts.
 
-Nothing here touches ExpertAnnotation/ExpertBox: those are blind until consensus, and the
-dataset pages that use these selectors are open to every role.
+Nothing here decides who sees what: annotation.access does (the readers of ground truth take a
+``shown`` queryset of the images whose ground truth the user may see; expert annotations are read
+through access as well).
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ def datasets_with_counts() -> QuerySet[Dataset]:
     return Dataset.objects.annotate(image_count=Count("images", distinct=True)).order_by("name")
 
 
-def ground_truth_label_counts(dataset_ids) -> dict[int, dict[str, int]]:
-    """{dataset id: {label: ground-truth box count}} with every Bethesda label present (0 if none)."""
+def ground_truth_label_counts(dataset_ids, *, shown: QuerySet[Image] | None = None) -> dict[int, dict[str, int]]:
+    """{dataset id: {label: ground-truth box count}} with every Bethesda label present (0 if none),
+    counting only the images in ``shown`` when given (those whose ground truth the user may see)."""
     counts: dict[int, dict[str, int]] = {pk: dict.fromkeys(BETHESDA, 0) for pk in dataset_ids}
+    boxes = GroundTruthBox.objects.filter(image__dataset_id__in=list(counts))
+    if shown is not None:
+        boxes = boxes.filter(image__in=shown)
     rows = (
-        GroundTruthBox.objects.filter(image__dataset_id__in=list(counts))
+        boxes
         .values_list("image__dataset_id", "label")
         .annotate(n=Count("id"))
         .order_by()
@@ -40,37 +45,43 @@ def dataset_by_name(name: str) -> QuerySet[Dataset]:
     return Dataset.objects.filter(name=name)
 
 
-def _with_label(images: QuerySet[Image], label: str) -> QuerySet[Image]:
-    return images.filter(
+def _with_label(images: QuerySet[Image], label: str, shown: QuerySet[Image] | None = None) -> QuerySet[Image]:
+    images = images.filter(
         Exists(GroundTruthBox.objects.filter(image=OuterRef("pk"), label=label))
     )
+    return images if shown is None else images.filter(pk__in=shown.values("pk"))
 
 
-def dataset_images(dataset: Dataset, *, split: str = "", label: str = "") -> QuerySet[Image]:
+def dataset_images(dataset: Dataset, *, split: str = "", label: str = "",
+                   shown: QuerySet[Image] | None = None) -> QuerySet[Image]:
     """The dataset's images in page order, narrowed to one split and/or to images holding at
-    least one ground-truth box of ``label`` (unknown values are ignored by the caller)."""
+    least one ground-truth box of ``label`` (unknown values are ignored by the caller); the label
+    filter looks only at the ground truth of the images in ``shown`` when given."""
     images = Image.objects.filter(dataset=dataset)
     if split:
         images = images.filter(split=split)
     if label:
-        images = _with_label(images, label)
+        images = _with_label(images, label, shown)
     return images.order_by("original_name", "id")
 
 
-def split_counts(dataset: Dataset, *, label: str = "") -> dict[str, int]:
+def split_counts(dataset: Dataset, *, label: str = "", shown: QuerySet[Image] | None = None) -> dict[str, int]:
     """{split: image count} for every split (0 if none), within the label filter if any."""
     images = Image.objects.filter(dataset=dataset)
     if label:
-        images = _with_label(images, label)
+        images = _with_label(images, label, shown)
     counts = dict.fromkeys(SPLITS, 0)
     for split, n in images.values_list("split").annotate(n=Count("id")).order_by():
         counts[split] = n
     return counts
 
 
-def label_image_counts(dataset: Dataset, *, split: str = "") -> dict[str, int]:
-    """{label: number of images with at least one ground-truth box of it}, within the split filter."""
+def label_image_counts(dataset: Dataset, *, split: str = "", shown: QuerySet[Image] | None = None) -> dict[str, int]:
+    """{label: number of images with at least one ground-truth box of it}, within the split filter
+    (and among the images in ``shown`` when given)."""
     boxes = GroundTruthBox.objects.filter(image__dataset=dataset)
+    if shown is not None:
+        boxes = boxes.filter(image__in=shown)
     if split:
         boxes = boxes.filter(image__split=split)
     counts = dict.fromkeys(BETHESDA, 0)
@@ -171,15 +182,11 @@ def own_annotations(user) -> QuerySet:
 
 
 def visible_annotations(user, image: Image) -> QuerySet:
-    """An expert sees only their own boxes until the image's consensus exists; after that,
-    pathologists, reviewers and admins see every expert's work on it."""
-    from annotation.models import ExpertAnnotation
-    from cytoloop.roles import Role, has_role
+    """The expert annotations of ``image`` that ``user`` may see now (annotation.access: only
+    their own while they have a pending vote or before consensus; every expert's after)."""
+    from annotation import access
 
-    qs = ExpertAnnotation.objects.filter(image=image).select_related("annotator").prefetch_related("boxes")
-    if image.consensus_at is not None and has_role(user, Role.PATHOLOGIST, Role.REVIEWER, Role.ADMIN):
-        return qs
-    return qs.filter(annotator=user)
+    return access.annotations(user, access.image_view(user, image), image)
 
 
 # --- review: disputed clusters, the review page and agreement (reviewers; after consensus) -------
@@ -290,15 +297,13 @@ def reviewer_annotated(image: Image, reviewer) -> bool:
     return ExpertAnnotation.objects.filter(image=image, annotator=reviewer).exists()
 
 
-def cluster_audit(cluster) -> QuerySet:
-    """The cluster's audit entries and its image's entries about no one cluster (extra experts
-    asked for), newest first."""
+def image_audit(image_id: int) -> QuerySet:
+    """Every audit entry of an image, newest first. The review page shows each on its own
+    object: the cluster whose id it was written with (while that cluster existed), else the
+    image's history (annotation.review_views._audit_rows)."""
     from annotation.models import AuditEntry
 
-    return (
-        AuditEntry.objects.filter(Q(cluster=cluster) | Q(image_id=cluster.image_id, cluster__isnull=True))
-        .select_related("actor").order_by("-created_at", "-id")
-    )
+    return AuditEntry.objects.filter(image_id=image_id).select_related("actor").order_by("-created_at", "-id")
 
 
 def pending_extra_experts(image: Image) -> QuerySet:

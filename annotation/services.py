@@ -197,17 +197,10 @@ def _add_boxes(image, record, as_predictions, model_version, gt_source, report) 
         )
         report.predictions += len(good)
     else:
-        point = gt_source == "point"
-        GroundTruthBox.objects.bulk_create(
-            GroundTruthBox(
-                image=image, x=b.x, y=b.y, width=b.width, height=b.height, label=b.label,
-                source=GroundTruthBox.Source.IMPORT,
-                point_x=(b.x + b.width / 2) if point else None,
-                point_y=(b.y + b.height / 2) if point else None,
-            )
-            for b in good
-        )
-        report.boxes += len(good)
+        from annotation import ground_truth
+
+        # one current box per lesion: exact copies count once, a lesion already decided is kept
+        report.boxes += ground_truth.add_imported(image=image, boxes=good, points=gt_source == "point")
 
 
 def import_images(
@@ -356,17 +349,83 @@ def export_dataset(*, dataset: Dataset, out_dir: str | Path, fmt: str, copy_imag
     return target
 
 
+#: ``base_revision`` default of save_expert_annotation/submit_annotation: no concurrency check
+#: (the simulation, the Label Studio mirror, tests); every save from an editor names its revision.
+UNCHECKED = object()
+
+#: a pre-annotation within this many pixels (each of x, y, width, height) and with its label is
+#: "accepted unchanged"
+PREDICTION_TOLERANCE_PX = 0.5
+
+
+class StaleAnnotation(Exception):
+    """A save from an editor opened on an older revision than the one saved now (Back, a second
+    tab, another device): nothing was written. ``annotation`` is what is saved now (or None)."""
+
+    def __init__(self, *, annotation, seen: int):
+        self.annotation = annotation
+        self.seen = seen
+        self.revision = annotation.revision if annotation is not None else 0
+        super().__init__(
+            f"This image was saved elsewhere since you opened it (revision {self.revision}); "
+            "reloaded what is saved now."
+        )
+
+
+def _prediction_provenance(image: Image, boxes: list[Box], predictions) -> list[dict]:
+    """Per box: which model box it started from and whether the expert changed it."""
+    if not predictions:
+        return [{} for _ in boxes]
+    if len(predictions) != len(boxes):
+        raise AnnotationRejected([f"{len(predictions)} prediction ids for {len(boxes)} boxes"])
+    wanted = {p for p in predictions if p is not None}
+    rows = {p.pk: p for p in PredictionBox.objects.filter(image=image, pk__in=wanted)}
+    errors = [f"box {i}: prediction {p} is not one of this image's predictions"
+              for i, p in enumerate(predictions) if p is not None and p not in rows]
+    if errors:
+        raise AnnotationRejected(errors)
+    out = []
+    for box, pid in zip(boxes, predictions, strict=True):
+        if pid is None:
+            out.append({})
+            continue
+        row = rows[pid]
+        same = row.label == box.label and all(
+            abs(getattr(row, f) - getattr(box, f)) <= PREDICTION_TOLERANCE_PX for f in ("x", "y", "width", "height"))
+        out.append({"prediction": row, "prediction_model": row.model_version, "prediction_changed": not same})
+    return out
+
+
 @transaction.atomic
-def save_expert_annotation(*, image: Image, annotator, boxes: list[Box], origin: str) -> ExpertAnnotation:
-    """Create or replace one expert's boxes for one image (validated against the image size)."""
+def save_expert_annotation(*, image: Image, annotator, boxes: list[Box], origin: str,
+                           base_revision=UNCHECKED, predictions: list[int | None] | None = None) -> ExpertAnnotation:
+    """Create or replace one expert's boxes for one image (validated against the image size).
+
+    Optimistic concurrency: ``base_revision`` is the revision the editor was opened on (0 or
+    None: nothing was submitted then). A save from an older revision raises StaleAnnotation and
+    writes nothing; every save bumps ``revision``. ``predictions`` (aligned with ``boxes``): the
+    PredictionBox id each box started from (a pre-annotation), or None for a drawn box."""
+    from django.db.models import F
+    from django.utils import timezone
+
     checked = [b.validated(image.width, image.height) for b in boxes]
-    annotation, _ = ExpertAnnotation.objects.update_or_create(
-        image=image, annotator=annotator, defaults={"origin": origin}
-    )
+    provenance = _prediction_provenance(image, checked, predictions)
+    existing = ExpertAnnotation.objects.select_for_update().filter(image=image, annotator=annotator).first()
+    if existing is None:
+        if base_revision is not UNCHECKED and (base_revision or 0) != 0:
+            raise StaleAnnotation(annotation=None, seen=base_revision)
+        annotation = ExpertAnnotation.objects.create(image=image, annotator=annotator, origin=origin, revision=1)
+    else:
+        rows = ExpertAnnotation.objects.filter(pk=existing.pk)
+        if base_revision is not UNCHECKED:
+            rows = rows.filter(revision=base_revision or 0)
+        if not rows.update(origin=origin, revision=F("revision") + 1, updated_at=timezone.now()):
+            raise StaleAnnotation(annotation=existing, seen=base_revision or 0)
+        annotation = ExpertAnnotation.objects.get(pk=existing.pk)
     annotation.boxes.all().delete()
     ExpertBox.objects.bulk_create(
-        ExpertBox(annotation=annotation, x=b.x, y=b.y, width=b.width, height=b.height, label=b.label)
-        for b in checked
+        ExpertBox(annotation=annotation, x=b.x, y=b.y, width=b.width, height=b.height, label=b.label, **extra)
+        for b, extra in zip(checked, provenance, strict=True)
     )
     return annotation
 
@@ -691,14 +750,17 @@ def validate_boxes(boxes: list, image: Image) -> list[Box]:
     return checked
 
 
-def submit_annotation(*, image: Image, annotator, boxes: list[Box], origin: str = ExpertAnnotation.Origin.EDITOR):
+def submit_annotation(*, image: Image, annotator, boxes: list[Box], origin: str = ExpertAnnotation.Origin.EDITOR,
+                      base_revision=UNCHECKED, predictions: list[int | None] | None = None):
     """Store an expert's boxes for an image they were assigned, and queue the Label Studio push.
 
+    ``base_revision``: the revision the editor was opened on (see save_expert_annotation; a
+    stale one raises StaleAnnotation, nothing written). The assignment's draft is removed.
     The database write is the acknowledgement: Label Studio and the broker may be down; the
     outbox keeps the push until it succeeds."""
     from django.utils import timezone
 
-    from annotation.models import Assignment, OutboxMessage
+    from annotation.models import AnnotationDraft, Assignment, OutboxMessage
 
     checked = validate_boxes(boxes, image)
     with transaction.atomic():
@@ -710,7 +772,9 @@ def submit_annotation(*, image: Image, annotator, boxes: list[Box], origin: str 
         )
         if assignment is None:
             raise NotAssigned(f"image {image.pk} is not assigned to {annotator.get_username()}")
-        annotation = save_expert_annotation(image=image, annotator=annotator, boxes=checked, origin=origin)
+        annotation = save_expert_annotation(image=image, annotator=annotator, boxes=checked, origin=origin,
+                                            base_revision=base_revision, predictions=predictions)
+        AnnotationDraft.objects.filter(assignment=assignment).delete()
         assignment.status = Assignment.Status.SUBMITTED
         assignment.finished_at = timezone.now()
         assignment.save(update_fields=["status", "finished_at"])
@@ -750,6 +814,7 @@ def _kick_outbox() -> None:
 
 
 OUTBOX_MAX_ATTEMPTS = 12
+OUTBOX_RETRY_BASE_S = 10
 
 
 def flush_outbox(*, limit: int = 200) -> dict:
@@ -815,8 +880,9 @@ def _deliver(msg) -> None:
     elif msg.kind == OutboxMessage.Kind.PUSH_GROUND_TRUTH:
         image = Image.objects.select_related("dataset").filter(pk=msg.object_id).first()
         if image is not None:
-            truth = [b.as_box() for b in image.ground_truth.filter(
-                source__in=[GroundTruthBox.Source.CONSENSUS, GroundTruthBox.Source.REVIEW])]
+            # the image's current ground truth, one box per lesion whatever its source (the
+            # default manager leaves superseded rows out): Label Studio shows what CytoLoop trains on
+            truth = [b.as_box() for b in image.ground_truth.order_by("id")]
             reviewer = (image.clusters.exclude(resolved_by=None).order_by("-resolved_at")
                         .values_list("resolved_by", flat=True).first())
             from django.contrib.auth import get_user_model
@@ -1141,6 +1207,7 @@ def _store_consensus(built: dict[int, tuple], signatures: dict[int, str]) -> Non
     a new cluster over a resolved or rejected one is dropped."""
     from django.utils import timezone
 
+    from annotation import ground_truth
     from annotation.geometry import iou
     from annotation.models import Cluster, ConsensusState
 
@@ -1149,13 +1216,11 @@ def _store_consensus(built: dict[int, tuple], signatures: dict[int, str]) -> Non
     # plain DELETEs: nothing cascades from computed clusters (the audit log keeps bare ids)
     Cluster.objects.filter(image_id__in=image_ids, status__in=[Cluster.Status.AGREED, Cluster.Status.DISPUTED]
                            )._raw_delete(Cluster.objects.db)
-    GroundTruthBox.objects.filter(image_id__in=image_ids, source=GroundTruthBox.Source.CONSENSUS
-                                  )._raw_delete(GroundTruthBox.objects.db)
     reviewed: dict[int, list[Box]] = {}
     for image_id, x, y, w, h, label in Cluster.objects.filter(image_id__in=image_ids).values_list(
             "image_id", "x", "y", "width", "height", "label"):
         reviewed.setdefault(image_id, []).append(Box(x, y, w, h, label))
-    new_clusters, new_truth = [], []
+    new_clusters, new_truth = [], {}
     threshold = consensus_config().iou_threshold
     for image_id, (clusters, truth) in built.items():
         done = reviewed.get(image_id)
@@ -1165,9 +1230,11 @@ def _store_consensus(built: dict[int, tuple], signatures: dict[int, str]) -> Non
             kept = {c[1:5] for c in clusters}
             truth = [t for t in truth if t[1:5] in kept]
         new_clusters += clusters
-        new_truth += truth
+        new_truth[image_id] = [Box(*t[1:6]) for t in truth]
     _insert_rows(Cluster, CLUSTER_COLUMNS, new_clusters, {"created_at": now})
-    _insert_rows(GroundTruthBox, TRUTH_COLUMNS, new_truth, {"created_at": now})
+    # the agreed boxes replace the previous computation's, supersede the imported boxes of their
+    # lesions and never a reviewer's decision (annotation.ground_truth)
+    ground_truth.apply_consensus(new_truth, now=now)
     ConsensusState.objects.bulk_create(
         [ConsensusState(image_id=i, signature=s) for i, s in signatures.items()], batch_size=2000,
         update_conflicts=True, unique_fields=["image"], update_fields=["signature", "computed_at"],
@@ -1332,17 +1399,18 @@ def resolve_cluster(*, cluster, reviewer, label: str | None = None, box: Box | N
                 image.width, image.height)
         except (ValueError, InvalidBox) as exc:
             raise AnnotationRejected([str(exc)]) from None
-        # the reviewer's truth replaces whatever ground truth this cluster had produced
-        GroundTruthBox.objects.filter(image=image, source__in=[GroundTruthBox.Source.CONSENSUS,
-                                                               GroundTruthBox.Source.REVIEW],
-                                      x=cluster.x, y=cluster.y, width=cluster.width, height=cluster.height).delete()
+        # the reviewer's truth supersedes the lesion's current box, whatever its source (an earlier
+        # decision included): kept as history, never duplicated (annotation.ground_truth)
+        from annotation import ground_truth
+
+        now = timezone.now()
+        ground_truth.apply_review(image=image, cluster=cluster, before=cluster.as_box(), box=new_box,
+                                  reviewer=reviewer, now=now)
         cluster.x, cluster.y, cluster.width, cluster.height = new_box.x, new_box.y, new_box.width, new_box.height
         cluster.label = new_box.label
         cluster.status = Cluster.Status.RESOLVED
-        cluster.resolved_at, cluster.resolved_by = timezone.now(), reviewer
+        cluster.resolved_at, cluster.resolved_by = now, reviewer
         cluster.save()
-        GroundTruthBox.objects.create(image=image, x=new_box.x, y=new_box.y, width=new_box.width,
-                                      height=new_box.height, label=new_box.label, source=GroundTruthBox.Source.REVIEW)
         changed_box = (before["x"], before["y"], before["width"], before["height"]) != (
             new_box.x, new_box.y, new_box.width, new_box.height)
         action = AuditEntry.Action.ADJUST_BOX if changed_box else (
@@ -1354,7 +1422,8 @@ def resolve_cluster(*, cluster, reviewer, label: str | None = None, box: Box | N
 
 
 def reject_cluster(*, cluster, reviewer, comment: str = ""):
-    """Not a lesion: the cluster leaves the ground truth; recorded in the audit log."""
+    """Not a lesion: the lesion's current ground truth is retired (kept as history); recorded in
+    the audit log. A later decision on the cluster supersedes this one."""
     from django.utils import timezone
 
     from annotation.models import AuditEntry, Cluster
@@ -1363,11 +1432,14 @@ def reject_cluster(*, cluster, reviewer, comment: str = ""):
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         _check_reviewer(cluster, reviewer)
         before = _cluster_state(cluster)
-        GroundTruthBox.objects.filter(image_id=cluster.image_id, source__in=[
-            GroundTruthBox.Source.CONSENSUS, GroundTruthBox.Source.REVIEW],
-            x=cluster.x, y=cluster.y, width=cluster.width, height=cluster.height).delete()
+        # the lesion's current box (imported, consensus or an earlier decision) is retired, kept
+        # as history; the rejected cluster keeps later imports and recomputes off it
+        from annotation import ground_truth
+
+        now = timezone.now()
+        ground_truth.retire_for_rejection(image_id=cluster.image_id, cluster=cluster, now=now)
         cluster.status = Cluster.Status.REJECTED
-        cluster.resolved_at, cluster.resolved_by = timezone.now(), reviewer
+        cluster.resolved_at, cluster.resolved_by = now, reviewer
         cluster.save(update_fields=["status", "resolved_at", "resolved_by"])
         _audit(actor=reviewer, action=AuditEntry.Action.REJECT, image_id=cluster.image_id, cluster=cluster,
                before=before, after=_cluster_state(cluster), comment=comment)
@@ -1389,12 +1461,17 @@ def comment_on_cluster(*, cluster, reviewer, text: str):
                comment=text[:5000])
 
 
-def request_another_expert(*, image: Image, reviewer, comment: str = ""):
+def request_another_expert(*, image: Image, reviewer, comment: str = "", cluster=None):
     """Assign the image to one more pathologist (one who has not annotated it, with the fewest
     open assignments), as Label Studio Enterprise does on low agreement. Consensus then waits for
-    N+1 annotations."""
+    N+1 annotations.
+
+    The image is held for them EXTRA_EXPERT_LOCK_MINUTES (stated in the audit row with its
+    reason); after that it goes back to the queue of any pathologist who has not annotated it.
+    ``cluster``: the cluster the reviewer asked from; the audit row is shown on it."""
     from datetime import timedelta
 
+    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.db.models import Count, Q
     from django.utils import timezone
@@ -1416,12 +1493,17 @@ def request_another_expert(*, image: Image, reviewer, comment: str = ""):
         )
         if candidate is None:
             raise ReviewRefused("every pathologist has already annotated this image")
+        minutes = settings.EXTRA_EXPERT_LOCK_MINUTES
         assignment = Assignment.objects.create(
-            image=image, annotator=candidate, extra=True,
-            expires_at=timezone.now() + timedelta(days=7),  # held for them, not for the usual 30 min
+            image=image, annotator=candidate, extra=True, expires_at=timezone.now() + timedelta(minutes=minutes),
         )
         _audit(actor=reviewer, action=AuditEntry.Action.REQUEST_EXPERT, image_id=image.pk,
-               after={"assigned_to": candidate.get_username()}, comment=comment)
+               cluster=cluster if cluster is not None and cluster.image_id == image.pk else None,
+               after={"assigned_to": candidate.get_username(), "held_until": assignment.expires_at.isoformat(),
+                      "hold_minutes": minutes,
+                      "hold_reason": "EXTRA_EXPERT_LOCK_MINUTES: held for the asked expert, then open to "
+                                     "any pathologist who has not annotated the image"},
+               comment=comment)
     return assignment
 
 

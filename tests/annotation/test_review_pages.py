@@ -102,6 +102,17 @@ def _url(cluster) -> str:
     return reverse("review:cluster", args=[cluster.pk])
 
 
+def _token(response) -> str:
+    """The confirmation token of a 409 "confirm this decision" page."""
+    assert response.status_code == 409, response.status_code
+    return re.search(r'name="confirm" value="([0-9a-f]+)"', response.content.decode()).group(1)
+
+
+def _confirmed(client, url: str, data: dict, **kwargs):
+    """POST a decision that needs a confirmation, then confirm the statement it was shown."""
+    return client.post(url, {**data, "confirm": _token(client.post(url, data))}, **kwargs)
+
+
 # --- access -------------------------------------------------------------------------------------
 
 
@@ -264,7 +275,7 @@ def test_after_a_decision_the_next_riskiest_dispute_opens_with_a_message(as_revi
     assert f"Cluster #{queue['severe'].pk}" in html and "resolved as HSIL" in html
     assert 'id="just-decided"' in html
     for key in ("alone", "mild"):
-        as_reviewer.post(_url(queue[key]), {"action": "reject"})
+        _confirmed(as_reviewer, _url(queue[key]), {"action": "reject"})
     last = as_reviewer.post(_url(queue["weak"]), {"action": "label", "label": "LSIL"}, follow=True)
     assert last.redirect_chain[-1][0] == reverse("review:disputes")
     assert "No disputed cluster is left for you" in last.content.decode()
@@ -303,7 +314,7 @@ def test_a_bad_box_is_refused_with_400_and_nothing_changes(as_reviewer, queue, b
 
 def test_rejecting_marks_the_cluster_not_a_lesion(as_reviewer, queue, reviewer):
     cluster = queue["alone"]
-    assert as_reviewer.post(_url(cluster), {"action": "reject", "note": "debris"}).status_code == 302
+    assert _confirmed(as_reviewer, _url(cluster), {"action": "reject", "note": "debris"}).status_code == 302
     assert Cluster.objects.get(pk=cluster.pk).status == "rejected"
     entry = AuditEntry.objects.get()
     assert (entry.action, entry.actor, entry.comment) == ("reject", reviewer, "debris")
@@ -482,3 +493,152 @@ def test_the_dashboard_dataset_chips_update_by_htmx(client_as, panel, tmp_path):
     assert 'hx-get="/review/agreement/?dataset=panel"' in html and 'href="/review/agreement/?dataset=panel"' in html
     default = client.get(reverse("review:dashboard"))  # the first dataset with clusters
     assert default.context["dataset"] == panel
+
+
+# --- decisions that matter ask first and can be changed; audit rows on their own object -----------
+
+WHEN = re.compile(r"\b\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2} UTC\b")
+
+
+def test_a_rejection_is_refused_until_the_reviewer_confirms_what_it_decides(as_reviewer, queue):
+    cluster = queue["severe"]
+    asked = as_reviewer.post(_url(cluster), {"action": "reject", "note": "debris"})
+    assert asked.status_code == 409
+    html = asked.content.decode()
+    statement = html[html.index('id="confirm-statement"'):]
+    statement = statement[:statement.index("</p>")]
+    assert f"Reject cluster #{cluster.pk} as not a lesion" in statement
+    assert "2 of 2 experts drew it: NILM, HSIL (risk 10)" in statement and "leaves the ground truth" in statement
+    assert 'name="note" value="debris"' in html  # the confirmation re-posts what was typed
+    wrong = as_reviewer.post(_url(cluster), {"action": "reject", "confirm": "0" * 24})
+    assert wrong.status_code == 409
+    assert Cluster.objects.get(pk=cluster.pk).status == "disputed" and not AuditEntry.objects.exists()
+    done = as_reviewer.post(_url(cluster), {"action": "reject", "note": "debris", "confirm": _token(asked)})
+    assert done.status_code == 302 and Cluster.objects.get(pk=cluster.pk).status == "rejected"
+    assert AuditEntry.objects.get().comment == "debris"
+
+
+@pytest.fixture
+def atypical_majority(tmp_path, experts):
+    """One image, three experts: HSIL, SCC and NILM on one cluster (a label split, risk 12)."""
+    e1, e2, e3 = experts
+    (image,) = _images(tmp_path, "am", 1, experts_per_image=3)
+    (cluster,) = _annotate(image, {e1: [("HSIL", P1)], e2: [("SCC", P1)], e3: [("NILM", P1)]})
+    assert cluster.status == "disputed"
+    return cluster
+
+
+def test_nilm_over_a_majority_of_atypical_votes_needs_a_confirmation(as_reviewer, atypical_majority):
+    cluster = atypical_majority
+    asked = as_reviewer.post(_url(cluster), {"action": "label", "label": "NILM"})
+    assert asked.status_code == 409
+    assert "overrides 2 of 3 experts who called it atypical" in asked.content.decode()
+    assert Cluster.objects.get(pk=cluster.pk).status == "disputed" and not AuditEntry.objects.exists()
+    assert _confirmed(as_reviewer, _url(cluster), {"action": "label", "label": "NILM"}).status_code == 302
+    assert Cluster.objects.get(pk=cluster.pk).label == "NILM"
+
+
+def test_a_confirmation_of_a_statement_that_no_longer_holds_is_asked_again(as_reviewer, queue, make_user):
+    cluster = queue["severe"]
+    token = _token(as_reviewer.post(_url(cluster), {"action": "reject"}))
+    other = make_user("otto@example.org", roles=["reviewer"])
+    services.resolve_cluster(cluster=cluster, reviewer=other, label="HSIL")
+    again = as_reviewer.post(_url(cluster), {"action": "reject", "confirm": token})
+    assert again.status_code == 409
+    assert "Change the decision (now resolved as HSIL by otto@example.org on " in again.content.decode()
+    assert Cluster.objects.get(pk=cluster.pk).status == "resolved" and AuditEntry.objects.count() == 1
+
+
+def test_a_decided_cluster_shows_its_decision_with_its_date_and_offers_a_change(as_reviewer, queue, reviewer):
+    cluster = queue["mild"]
+    services.resolve_cluster(cluster=cluster, reviewer=reviewer, label="HSIL")
+    html = as_reviewer.get(_url(cluster)).content.decode()
+    decision = html[html.index('id="decision-text"'):]
+    decision = decision[:decision.index("</p>")]
+    assert "Resolved as" in decision and "HSIL" in decision and "by rita@example.org" in decision
+    assert WHEN.search(decision)
+    assert 'id="change-decision"' in html
+    form = html[html.index('id="label-form"'):]
+    assert form.index("<fieldset disabled>") < form.index("</form>")  # decided: no one-key change
+    changing = as_reviewer.get(_url(cluster) + "?change=1").content.decode()
+    form = changing[changing.index('id="label-form"'):]
+    assert "<fieldset>" in form[:form.index("</form>")] and 'id="changing"' in changing
+
+
+def test_changing_a_decision_is_confirmed_audited_and_keeps_the_earlier_one(as_reviewer, queue, reviewer):
+    cluster = queue["mild"]
+    assert as_reviewer.post(_url(cluster), {"action": "label", "label": "HSIL"}).status_code == 302
+    asked = as_reviewer.post(_url(cluster), {"action": "label", "label": "ASC-H", "note": "second look"})
+    assert asked.status_code == 409
+    assert "Change the decision (now resolved as HSIL by rita@example.org on " in asked.content.decode()
+    assert Cluster.objects.get(pk=cluster.pk).label == "HSIL"
+    changed = _confirmed(as_reviewer, _url(cluster), {"action": "label", "label": "ASC-H", "note": "second look"})
+    assert changed.status_code == 302 and changed["Location"] == _url(cluster) + "#decision"
+    cluster.refresh_from_db()
+    assert (cluster.status, cluster.label) == ("resolved", "ASC-H")
+    entries = list(AuditEntry.objects.filter(cluster_id=cluster.pk).order_by("id"))
+    assert [(e.before["label"], e.after["label"]) for e in entries] == [("HSIL", "HSIL"), ("HSIL", "ASC-H")]
+    assert [(b.label, b.source) for b in GroundTruthBox.objects.filter(image_id=cluster.image_id)] == [("ASC-H", "review")]
+    html = as_reviewer.get(_url(cluster)).content.decode()
+    audit = html[html.index('id="audit-table"'):]
+    assert audit.count('data-action="') == 2 and "HSIL → ASC-H" in audit and "second look" in audit
+
+
+def test_one_more_expert_holds_the_image_for_the_stated_lock_with_its_date(as_reviewer, queue, experts, settings):
+    from cytoloop.templatetags.cytoloop_dates import format_when
+
+    settings.EXTRA_EXPERT_LOCK_MINUTES = 90
+    cluster = queue["severe"]
+    before = timezone.now()
+    response = as_reviewer.post(_url(cluster), {"action": "expert"}, follow=True)
+    assignment = Assignment.objects.get(image_id=cluster.image_id, extra=True)
+    assert before + timedelta(minutes=90) <= assignment.expires_at <= timezone.now() + timedelta(minutes=90)
+    assert f"held for them until {format_when(assignment.expires_at)}" in response.content.decode()
+    entry = AuditEntry.objects.get(action="request_expert")
+    assert entry.cluster_id == cluster.pk and entry.after["hold_minutes"] == 90
+    assert "EXTRA_EXPERT_LOCK_MINUTES" in entry.after["hold_reason"]
+    page = as_reviewer.get(_url(cluster)).content.decode()
+    notice = page[page.index('id="pending-expert"'):]
+    assert WHEN.search(notice[:notice.index("</div>")])
+    audit = page[page.index('id="audit-table"'):]
+    assert f"held for them until {format_when(assignment.expires_at)}" in audit
+
+
+@pytest.fixture
+def two_clusters(tmp_path, experts):
+    """One image, two experts, two disputed clusters (P1: ASC-H vs HSIL, P2: drawn by one)."""
+    e1, e2, _ = experts
+    (image,) = _images(tmp_path, "two", 1, experts_per_image=2)
+    first, second = _annotate(image, {e1: [("ASC-H", P1), ("LSIL", P2)], e2: [("HSIL", P1)]})
+    assert first.status == second.status == "disputed"
+    return first, second
+
+
+def test_an_audit_row_is_shown_on_the_cluster_it_was_written_for_only(as_reviewer, two_clusters):
+    first, second = two_clusters
+    assert as_reviewer.post(_url(first), {"action": "expert"}).status_code == 302
+    as_reviewer.post(_url(second), {"action": "comment", "text": "only about the second"})
+    page = as_reviewer.get(_url(second)).content.decode()
+    own = page[page.index('id="audit-table"'):page.index("</table>", page.index('id="audit-table"'))]
+    assert 'data-action="comment"' in own and 'data-action="request_expert"' not in own
+    history = page[page.index('id="image-history"'):]
+    assert 'data-action="request_expert"' in history and f'href="{_url(first)}">cluster #{first.pk}</a>' in history
+    page = as_reviewer.get(_url(first)).content.decode()
+    own = page[page.index('id="audit-table"'):page.index("</table>", page.index('id="audit-table"'))]
+    assert 'data-action="request_expert"' in own and "only about the second" not in own
+
+
+def test_rows_of_a_recomputed_cluster_go_to_the_image_history_not_to_its_successor(as_reviewer, two_clusters, experts):
+    first, _ = two_clusters
+    as_reviewer.post(_url(first), {"action": "comment", "text": "look at the upper nucleus"})
+    assert as_reviewer.post(_url(first), {"action": "expert"}).status_code == 302
+    services.save_expert_annotation(image=first.image, annotator=experts[2], origin="editor",
+                                    boxes=[Box(*P1, "HSIL")])
+    assert services.compute_consensus(image=first.image) == "computed"
+    assert not Cluster.objects.filter(pk=first.pk).exists()
+    successor = Cluster.objects.filter(image=first.image).order_by("id").first()
+    page = as_reviewer.get(_url(successor)).content.decode()
+    assert 'id="no-audit"' in page
+    history = page[page.index('id="image-history"'):]
+    assert "look at the upper nucleus" in history
+    assert f"cluster #{first.pk}, since replaced by a recomputed consensus" in history

@@ -185,6 +185,9 @@ LABEL_STUDIO_WEBHOOK_URL = env.str("LABEL_STUDIO_WEBHOOK_URL", default="")
 LABEL_STUDIO_WEBHOOK_SECRET = env.str("LABEL_STUDIO_WEBHOOK_SECRET", default="")
 #: minutes an image stays locked to the expert it was handed to
 ANNOTATION_LOCK_MINUTES = env.int("ANNOTATION_LOCK_MINUTES", default=30)
+#: minutes an image a reviewer sent to one more expert is held for that expert (who may not be
+#: online yet: half a working day); after that any pathologist who has not annotated it may take it
+EXTRA_EXPERT_LOCK_MINUTES = env.int("EXTRA_EXPERT_LOCK_MINUTES", default=240)
 
 CELERY_BEAT_SCHEDULE = {
     "flush-label-studio-outbox": {"task": "annotation.flush_outbox", "schedule": 30.0},
