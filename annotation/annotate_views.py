@@ -12,15 +12,17 @@ selected the image and allows pre-annotations (or ANNOTATE_SHOW_PREDICTIONS is s
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
+from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation import labelstudio, selectors, services
+from annotation import drafts, labelstudio, selectors, services
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from annotation.models import Assignment, Image
 from cytoloop.roles import Role, role_required
@@ -137,6 +139,7 @@ def skip(request, image_id: int):
 
 @role_required(Role.PATHOLOGIST)
 @require_GET
+@never_cache  # Back must fetch what is saved now, never show a cached editor (see annotate-page.js)
 def annotate(request, image_id: int):
     image = get_object_or_404(Image.objects.select_related("dataset"), pk=image_id)
     assignment = _assignment(request, image)
@@ -159,42 +162,39 @@ def annotate(request, image_id: int):
 
 @role_required(Role.PATHOLOGIST)
 @require_GET
+@never_cache
 @xframe_options_sameorigin
 def editor(request, image_id: int):
     image = get_object_or_404(Image, pk=image_id)
-    if _assignment(request, image) is None:
+    assignment = _assignment(request, image)
+    if assignment is None:
         return _denied(request, "annotation/editor.html", image)
     user = request.user
     own = selectors.own_annotations(user).filter(image=image).first()
+    # the draft (unsaved work) wins over the saved boxes, if it was edited from what is saved now
+    draft = drafts.restorable_draft(assignment)
+    items = drafts.draft_items(draft) if draft else drafts.annotation_items(own) if own else None
     annotations = []
     if own is not None:
         annotations.append(
+            {"id": own.pk, "result": drafts.editor_result(items, image.width, image.height)}
+        )
+    predictions = []
+    from annotation import access
+
+    # the one access rule: only the model boxes offered to annotators (image.preannotation_model,
+    # written by the active ranking round, or ANNOTATE_SHOW_PREDICTIONS); none for an extra expert
+    rows = list(access.preannotations(access.image_view(user, image), image))
+    if rows:
+        predictions.append(
             {
-                "id": own.pk,
+                "id": rows[0].pk,  # Label Studio wants an integer id (parent_prediction)
+                "model_version": rows[0].model_version,
                 "result": labelstudio.boxes_to_result(
-                    [b.as_box() for b in own.boxes.all()], image.width, image.height
+                    [b.as_box() for b in rows], image.width, image.height, with_score=True
                 ),
             }
         )
-    predictions = []
-    from inference.services import preannotations_allowed
-
-    round_ = preannotations_allowed(image)
-    if round_ is not None or getattr(settings, "ANNOTATE_SHOW_PREDICTIONS", False):
-        rows = list(selectors.image_predictions(image))
-        if round_ is not None:  # the round's own models' boxes, not whatever else was imported
-            name = f"{round_.detector_version.name}+{round_.classifier_version.name}"
-            rows = [b for b in rows if b.model_version == name]
-        if rows:
-            predictions.append(
-                {
-                    "id": rows[0].pk,  # Label Studio wants an integer id (parent_prediction)
-                    "model_version": rows[0].model_version,
-                    "result": labelstudio.boxes_to_result(
-                        [b.as_box() for b in rows], image.width, image.height, with_score=True
-                    ),
-                }
-            )
     editor_data = {
         "config": labelstudio.label_config(),
         "user": {
@@ -211,6 +211,16 @@ def editor(request, image_id: int):
         "image": {"id": image.pk, "width": image.width, "height": image.height},
         "fromName": labelstudio.FROM_NAME,
         "submitUrl": reverse("api-annotations"),
+        "draftUrl": reverse("api-draft", args=[image.pk]),
         "csrfToken": get_token(request),
+        # optimistic concurrency: every save names the revision this editor was opened on
+        "revision": own.revision if own is not None else 0,
+        "submitted": own is not None,
+        # unsaved work restored over the saved boxes (or over an empty editor)
+        "draft": None if draft is None else {
+            "result": drafts.editor_result(items, image.width, image.height),
+            "note": "Restored your unsaved draft from "
+                    + date_format(localtime(draft.updated_at), "H:i, j M Y") + " UTC.",
+        },
     }
     return render(request, "annotation/editor.html", {"image": image, "editor_data": editor_data})

@@ -1,5 +1,6 @@
-"""Annotation API. Blind by construction: an expert reads only their own annotations until the
-image's consensus exists; every list goes through selectors.visible_annotations."""
+"""Annotation API. Blind by construction: every GET about an image asks annotation.access (the one
+rule) what the user may see of it; an image the user may not open and a missing one both answer
+404, and a list the rule hides is empty."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import math
 
 from django.conf import settings
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -16,10 +18,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import selectors, services
+from annotation import access, selectors, services
 from annotation.bethesda import BETHESDA
 from annotation.geometry import Box
-from annotation.models import ExpertAnnotation, Image
+from annotation.models import Cluster, ExpertAnnotation, Image, PredictionBox
 from cytoloop.roles import HasRole, Role
 
 
@@ -52,20 +54,65 @@ class BoxSerializer(serializers.Serializer):
     width = FiniteFloat()
     height = FiniteFloat()
     label = LabelField(help_text="one of " + ", ".join(BETHESDA))
+    prediction = serializers.IntegerField(
+        required=False, allow_null=True,
+        help_text="id of the model's box (pre-annotation) this box started from; omit for a drawn box")
 
 
-class SubmitSerializer(serializers.Serializer):
-    image = serializers.IntegerField(help_text="CytoLoop image id")
+class EditorBoxesSerializer(serializers.Serializer):
+    """What an editor sends: boxes in pixels or Label Studio result items, and the revision it
+    was opened on."""
+
     boxes = BoxSerializer(many=True, required=False, help_text="boxes in image pixels")
     result = serializers.ListField(
         child=serializers.DictField(), required=False,
-        help_text="Label Studio result items (percent), as the embedded editor sends them",
+        help_text="Label Studio result items (percent), as the embedded editor sends them; a region "
+                  "id 'pred-N' says it started as the model's box N",
+    )
+    revision = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0,
+        help_text="the revision of your annotation the editor was opened on (0 or null: nothing submitted "
+                  "yet); an older one than saved now is refused with 409",
     )
 
     def validate(self, attrs):
         if ("boxes" in attrs) == ("result" in attrs):
             raise serializers.ValidationError("send exactly one of 'boxes' (pixels) or 'result' (Label Studio)")
         return attrs
+
+    def boxes_for(self, image) -> tuple[list[Box], list[int | None]]:
+        """(boxes in pixels, the prediction id each started from); ValueError if malformed."""
+        from annotation.drafts import parse_result
+
+        data = self.validated_data
+        if "result" in data:
+            return parse_result(data["result"], image.width, image.height)
+        rows = data["boxes"]
+        return ([Box(b["x"], b["y"], b["width"], b["height"], b["label"]) for b in rows],
+                [b.get("prediction") for b in rows])
+
+
+class SubmitSerializer(EditorBoxesSerializer):
+    image = serializers.IntegerField(help_text="CytoLoop image id")
+    no_findings = serializers.BooleanField(
+        required=False, default=False,
+        help_text="true: no abnormal cluster on this image (required to submit an empty box list)",
+    )
+
+
+def _stale_response(exc) -> Response:
+    """409: the editor was opened on an older revision; what is saved now, for it to reload."""
+    from annotation.drafts import annotation_items, editor_result
+
+    saved = exc.annotation
+    body = {"detail": str(exc), "revision": exc.revision, "annotation": None, "result": []}
+    if saved is not None:
+        saved = ExpertAnnotation.objects.prefetch_related("boxes").select_related("image", "annotator").get(pk=saved.pk)
+        body["revision"] = saved.revision
+        body["detail"] = services.StaleAnnotation(annotation=saved, seen=exc.seen).args[0]
+        body["annotation"] = AnnotationOutSerializer(saved).data
+        body["result"] = editor_result(annotation_items(saved), saved.image.width, saved.image.height)
+    return Response(body, status=status.HTTP_409_CONFLICT)
 
 
 class AnnotationOutSerializer(serializers.ModelSerializer):
@@ -74,7 +121,7 @@ class AnnotationOutSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ExpertAnnotation
-        fields = ["id", "image", "annotator", "origin", "boxes", "created_at", "updated_at"]
+        fields = ["id", "image", "annotator", "origin", "revision", "boxes", "created_at", "updated_at"]
 
     def get_boxes(self, obj) -> list[dict]:
         return [{"x": b.x, "y": b.y, "width": b.width, "height": b.height, "label": b.label}
@@ -91,7 +138,7 @@ class AnnotationsView(APIView):
         qs = selectors.own_annotations(request.user)
         return Response(AnnotationOutSerializer(qs, many=True).data)
 
-    @extend_schema(request=SubmitSerializer, responses={201: AnnotationOutSerializer})
+    @extend_schema(request=SubmitSerializer, responses={201: AnnotationOutSerializer, 409: OpenApiTypes.OBJECT})
     def post(self, request):
         data = SubmitSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -99,15 +146,22 @@ class AnnotationsView(APIView):
         if image is None:
             return Response({"image": ["no such image"]}, status=status.HTTP_400_BAD_REQUEST)
         try:
-            if "result" in data.validated_data:
-                from annotation.labelstudio import result_to_boxes
-
-                boxes = result_to_boxes(data.validated_data["result"], image.width, image.height)
-            else:
-                boxes = [Box(**b) for b in data.validated_data["boxes"]]
-            annotation = services.submit_annotation(image=image, annotator=request.user, boxes=boxes)
+            boxes, predictions = data.boxes_for(image)
+            no_findings = data.validated_data["no_findings"]
+            if not boxes and not no_findings:
+                return Response({"no_findings": [
+                    "no box was sent: to submit 'no abnormal cluster on this image', send \"no_findings\": true"]},
+                    status=status.HTTP_400_BAD_REQUEST)
+            if boxes and no_findings:
+                return Response({"no_findings": [f"\"no_findings\": true, but {len(boxes)} boxes were sent"]},
+                                status=status.HTTP_400_BAD_REQUEST)
+            annotation = services.submit_annotation(
+                image=image, annotator=request.user, boxes=boxes, predictions=predictions,
+                base_revision=data.validated_data.get("revision"))
         except services.NotAssigned as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+        except services.StaleAnnotation as exc:
+            return _stale_response(exc)
         except services.AnnotationRejected as exc:
             return Response({"boxes": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
         except ValueError as exc:  # malformed Label Studio result
@@ -116,13 +170,83 @@ class AnnotationsView(APIView):
         return Response(AnnotationOutSerializer(annotation).data, status=status.HTTP_201_CREATED)
 
 
+class DraftView(APIView):
+    """PUT: keep your editor's unsaved work on an image assigned to you (autosave); restored when
+    the editor opens again, removed by the submit. A draft from an out-of-date editor gets 409."""
+
+    permission_classes = [HasRole.of(Role.PATHOLOGIST)]
+
+    @extend_schema(request=EditorBoxesSerializer, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+    def put(self, request, pk: int):
+        from annotation import drafts
+
+        image = Image.objects.filter(pk=pk).first()
+        if image is None:
+            return Response({"detail": "no such image"}, status=status.HTTP_404_NOT_FOUND)
+        data = EditorBoxesSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            boxes, predictions = data.boxes_for(image)
+            draft = drafts.save_draft(image=image, annotator=request.user, boxes=boxes, predictions=predictions,
+                                      base_revision=data.validated_data.get("revision"))
+        except services.NotAssigned as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+        except services.StaleAnnotation as exc:
+            return _stale_response(exc)
+        except services.AnnotationRejected as exc:
+            return Response({"boxes": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+        except ValueError as exc:
+            return Response({"result": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"image": image.pk, "boxes": len(draft.boxes), "base_revision": draft.base_revision or 0,
+                         "saved_at": draft.updated_at})
+
+
 class ImageAnnotationsView(APIView):
-    """The annotations of one image that you may see (only yours before consensus)."""
+    """The annotations of one image that you may see (annotation.access: only yours while you
+    have a vote pending on it or before its consensus)."""
 
     @extend_schema(responses=AnnotationOutSerializer(many=True))
     def get(self, request, pk: int):
-        image = get_object_or_404(Image, pk=pk)
-        return Response(AnnotationOutSerializer(selectors.visible_annotations(request.user, image), many=True).data)
+        image, view = access.image_or_404(request.user, pk)
+        return Response(AnnotationOutSerializer(access.annotations(request.user, view, image), many=True).data)
+
+
+class PredictionOutSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PredictionBox
+        fields = ["id", "x", "y", "width", "height", "label", "score", "model_version"]
+
+
+class ImagePredictionsView(APIView):
+    """The model's boxes on one image that you may see (none while the rule hides them)."""
+
+    @extend_schema(responses=PredictionOutSerializer(many=True))
+    def get(self, request, pk: int):
+        image, view = access.image_or_404(request.user, pk)
+        return Response(PredictionOutSerializer(access.predictions(view, image), many=True).data)
+
+
+class ClusterOutSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Cluster
+        fields = ["id", "x", "y", "width", "height", "label", "status", "votes", "vote_share", "mean_iou",
+                  "n_experts_found", "n_experts"]
+
+
+class ImageConsensusView(APIView):
+    """The image's consensus (its clusters and the current ground truth): 404 until it exists,
+    and to anyone the rule keeps blind to it (the same answer)."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT})
+    def get(self, request, pk: int):
+        image, view = access.image_or_404(request.user, pk)
+        if not view.consensus or image.consensus_at is None:
+            raise Http404("no consensus for this image")
+        truth = [{"x": b.x, "y": b.y, "width": b.width, "height": b.height, "label": b.label, "source": b.source}
+                 for b in access.ground_truth(view, image)]
+        return Response({"image": image.pk, "consensus_at": image.consensus_at,
+                         "clusters": ClusterOutSerializer(access.clusters(view, image), many=True).data,
+                         "ground_truth": truth})
 
 
 class NextImageView(APIView):

@@ -186,7 +186,7 @@ def test_a_nan_literal_in_json_is_refused(images, experts):
 
 def test_annotating_an_image_not_assigned_to_you_is_refused(images, experts):
     next_assignment(annotator=experts[0])
-    response = _post(_client(experts[1]), {"image": images[0].pk, "boxes": []})
+    response = _post(_client(experts[1]), {"image": images[0].pk, "boxes": [], "no_findings": True})
     assert response.status_code == 403
     assert "not assigned" in response.json()["detail"]
     with pytest.raises(NotAssigned):
