@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def label_studio_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("label-studio")
     server = LabelStudioServer(
         data_dir=base / "data", port=free_port(), document_root=base / "media",
-        log_path=ARTIFACTS / "label-studio.log",
+        log_path=ARTIFACTS / f"label-studio{os.environ.get('PYTEST_XDIST_WORKER', '')}.log",
     )
     (base / "media").mkdir()
     server.start(timeout=240)
