@@ -14,6 +14,7 @@ urlpatterns = [
     path("datasets/", include("annotation.urls")),
     path("annotate/", include("annotation.annotate_urls")),
     path("review/", include("annotation.review_urls")),
+    path("lab/", include("annotation.lab_urls")),
     path("training/", include("training.urls")),
     path("inference/", include("inference.urls")),
     # images and thumbnails, to logged-in users only (the login middleware covers this view)

@@ -12,12 +12,17 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 
 from cytoloop.health import all_checks, overall
+from cytoloop.home import sections_for
 from cytoloop.roles import Role, role_required, user_roles
 
 
 @require_GET
 def home(request):
-    return render(request, "cytoloop/home.html", {"roles": sorted(r.value for r in user_roles(request.user))})
+    """Each role's home: the sections the apps register (cytoloop.home), one group per role held."""
+    return render(request, "cytoloop/home.html", {
+        "roles": sorted(r.value for r in user_roles(request.user)),
+        "groups": sections_for(request),
+    })
 
 
 @login_not_required

@@ -1,0 +1,26 @@
+"""Home sections the training app owns (cytoloop.home): training runs queued or running, and
+the promoted model versions. A fixed number of queries."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+
+from cytoloop.home import section
+from cytoloop.roles import Role
+from training.records import ModelVersion, TrainingRun
+
+RUNNING = 5
+
+
+@section(key="training", role=Role.ADMIN, template="home/training.html", order=20)
+def training(request) -> dict:
+    active = TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
+    runs = list(active.order_by("-created_at", "-id")[:RUNNING])
+    promoted = list(ModelVersion.objects.filter(promoted=True).order_by("kind"))
+    return {
+        "count": active.count(),
+        "runs": [{"run": r, "url": reverse("training:run", args=[r.pk])} for r in runs],
+        "runs_url": reverse("training:runs"),
+        "promoted": [{"version": v, "url": reverse("training:model", args=[v.pk])} for v in promoted],
+        "models_url": reverse("training:models"),
+    }
