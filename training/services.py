@@ -26,23 +26,21 @@ class TrainingRefused(Exception):
 
 
 def truth_for(images) -> dict[int, list[tuple]]:
-    """Each image's training truth: (Box, vote distribution or None) per cluster.
+    """Each image's training truth: (Box, vote distribution or None) per lesion.
 
-    Expert consensus and reviewers' decisions win over imported boxes: an image with consensus
-    or review ground truth uses those (agreed clusters carry their vote shares); otherwise its
-    imported ground truth (synthetic truth, CRIC points) is used."""
+    The current ground truth only (``GroundTruthBox.objects``): one box per lesion, from the
+    highest source that spoke about it (reviewer decision > consensus > imported reference, see
+    annotation.ground_truth); superseded rows are history and never trained on. Boxes of agreed
+    clusters carry the experts' vote shares."""
     ids = [im.pk for im in images]
-    reviewed = set(GroundTruthBox.objects.filter(image_id__in=ids, source__in=["consensus", "review"])
-                   .values_list("image_id", flat=True))
     votes = {}
-    for image_id, x, y, w, h, v in Cluster.objects.filter(image_id__in=reviewed, status="agreed").values_list(
+    for image_id, x, y, w, h, v in Cluster.objects.filter(image_id__in=ids, status="agreed").values_list(
             "image_id", "x", "y", "width", "height", "votes"):
         votes[(image_id, x, y, w, h)] = v
     out: dict[int, list[tuple]] = {i: [] for i in ids}
     for gt in GroundTruthBox.objects.filter(image_id__in=ids).order_by("image_id", "id"):
-        if (gt.image_id in reviewed) != (gt.source in ("consensus", "review")):
-            continue
-        out[gt.image_id].append((gt.as_box(), votes.get((gt.image_id, gt.x, gt.y, gt.width, gt.height))))
+        vote = votes.get((gt.image_id, gt.x, gt.y, gt.width, gt.height)) if gt.source == "consensus" else None
+        out[gt.image_id].append((gt.as_box(), vote))
     return out
 
 
