@@ -115,9 +115,8 @@ def next_image(request):
         )
         if own is not None:
             n = len(own.boxes.all())
-            messages.success(
-                request, f"Saved {n} box{'' if n == 1 else 'es'} on {own.image.original_name}."
-            )
+            what = f"{n} box{'' if n == 1 else 'es'}" if n else "no abnormal cluster"
+            messages.success(request, f"Saved {what} on {own.image.original_name}.")
     return _go_next(request)
 
 
@@ -195,6 +194,11 @@ def editor(request, image_id: int):
                 ),
             }
         )
+    # a model box's id travels as its region id ("pred-N"): a box that started from it says so
+    # on submit (ExpertBox.prediction / prediction_changed), even after it was moved or relabelled
+    for prediction in predictions:
+        for item, row in zip(prediction["result"], rows, strict=True):
+            item["id"] = drafts.prediction_region_id(row.pk)
     editor_data = {
         "config": labelstudio.label_config(),
         "user": {

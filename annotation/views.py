@@ -2,7 +2,8 @@
 
 Views check the role, read through ``annotation.selectors``, write only through
 ``annotation.services`` and render one template (its named partial for htmx requests).
-Blind rule: nothing here reads or shows ExpertAnnotation/ExpertBox.
+Blind rule: what each user sees of an image (its ground truth, the model's predictions) is
+decided by annotation.access, the one rule; nothing here shows ExpertAnnotation/ExpertBox.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotation import selectors, services
+from annotation import access, selectors, services
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
-from annotation.models import ImportJob
+from annotation.models import Image, ImportJob
 from cytoloop.roles import Role, role_required
 
 EVERY_ROLE = tuple(Role)
@@ -54,12 +55,21 @@ def _label_bar(counts: dict[str, int]) -> list[dict]:
 @require_GET
 def datasets(request):
     rows = list(selectors.datasets_with_counts())
-    counts = selectors.ground_truth_label_counts([d.pk for d in rows])
+    shown = None if access.sees_everything(request.user) else access.images_with_ground_truth_shown(
+        request.user, Image.objects.filter(dataset__in=rows))
+    counts = selectors.ground_truth_label_counts([d.pk for d in rows], shown=shown)
     items = [
         {"dataset": d, "bar": _label_bar(counts[d.pk]), "boxes": sum(counts[d.pk].values())}
         for d in rows
     ]
     return render(request, "annotation/datasets.html", {"items": items})
+
+
+def _ground_truth_shown(user, dataset):
+    """The dataset's images whose ground truth ``user`` may see (None: all of them)."""
+    if access.sees_everything(user):
+        return None
+    return access.images_with_ground_truth_shown(user, Image.objects.filter(dataset=dataset))
 
 
 def _filters(request) -> tuple[str, str]:
@@ -78,15 +88,18 @@ def _query(**params) -> str:
 def gallery(request, name: str):
     dataset = get_object_or_404(selectors.dataset_by_name(name))
     split, label = _filters(request)
-    images = selectors.dataset_images(dataset, split=split, label=label)
+    shown = _ground_truth_shown(request.user, dataset)
+    images = selectors.dataset_images(dataset, split=split, label=label, shown=shown)
     page = Paginator(images, PAGE_SIZE).get_page(request.GET.get("page"))
     for image in page.object_list:
         if not image.thumbnail:
             services.ensure_thumbnail(image=image)
-    labels_by_image = selectors.ground_truth_labels_by_image([i.pk for i in page.object_list])
+    views = access.image_views(request.user, list(page.object_list))
+    labels_by_image = selectors.ground_truth_labels_by_image(
+        [i.pk for i in page.object_list if views[i.pk].ground_truth])
     base = reverse("annotation:gallery", args=[dataset.name])
-    by_split = selectors.split_counts(dataset, label=label)
-    by_label = selectors.label_image_counts(dataset, split=split)
+    by_split = selectors.split_counts(dataset, label=label, shown=shown)
+    by_label = selectors.label_image_counts(dataset, split=split, shown=shown)
     split_links = [{"value": "", "text": "All splits", "count": sum(by_split.values())}] + [
         {"value": s, "text": s, "count": n} for s, n in by_split.items()
     ]
@@ -165,13 +178,14 @@ def _overlay(box, *, kind: str, font: float, width: int, height: int) -> dict:
 @require_GET
 def image(request, name: str, pk: int):
     dataset = get_object_or_404(selectors.dataset_by_name(name))
-    image = get_object_or_404(selectors.image_in_dataset(dataset, pk))
+    image, view = access.image_or_404(request.user, pk, selectors.image_in_dataset(dataset, pk))
     split, label = _filters(request)
-    within = selectors.dataset_images(dataset, split=split, label=label)
+    within = selectors.dataset_images(dataset, split=split, label=label,
+                                      shown=_ground_truth_shown(request.user, dataset))
     before, after = selectors.neighbours(within, image)
     query = _query(split=split, label=label)
-    ground_truth = list(selectors.image_ground_truth(image))
-    predictions = list(selectors.image_predictions(image))
+    ground_truth = list(access.ground_truth(view, image))
+    predictions = list(access.predictions(view, image))
     font = max(image.width, image.height) / 52
     boxes = [_overlay(b, kind="gt", font=font, width=image.width, height=image.height)
              for b in ground_truth]
@@ -195,6 +209,7 @@ def image(request, name: str, pk: int):
         "from_preview": from_preview,
         "ground_truth": ground_truth,
         "predictions": predictions,
+        "view": view,
         "boxes": boxes,
         "preds": preds,
         "legend": legend,

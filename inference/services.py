@@ -289,15 +289,20 @@ def start_ranking_round(*, dataset: Dataset, strategy: str, k: int, diverse: boo
                 reason=_reason(chosen.name, float(image_scores[int(position)]), probabilities[best[image_id]],
                                n_by_image[image_id])[:300]))
         RankedImage.objects.bulk_create(ranked)
-        Image.objects.filter(dataset=dataset).update(queue_rank=None)
+        # the previous round stops feeding the queue and offering its boxes; this one starts
+        Image.objects.filter(dataset=dataset).update(queue_rank=None, preannotation_model="")
         for item in ranked:
             if item.selected:
                 Image.objects.filter(pk=item.image_id).update(queue_rank=float(item.rank))
+        if allow_preannotations:  # annotation reads this (annotation.access), never inference
+            Image.objects.filter(pk__in=[r.image_id for r in ranked if r.selected]).update(
+                preannotation_model=f"{detector.name}+{classifier.name}")
     return round_
 
 
 def preannotations_allowed(image: Image) -> RankingRound | None:
     """Whether the editor may show this image's model boxes: the image was selected by its
-    dataset's active round and that round allows pre-annotations. Returns that round."""
+    dataset's active round and that round allows pre-annotations. Returns that round. (The
+    editor itself reads ``Image.preannotation_model``, which start_ranking_round writes.)"""
     return (RankingRound.objects.filter(dataset_id=image.dataset_id, active=True, allow_preannotations=True,
                                         ranked__image=image, ranked__selected=True).first())
