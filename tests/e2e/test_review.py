@@ -144,6 +144,26 @@ def test_a_reviewer_resolves_the_riskiest_dispute_in_the_browser(disputes, make_
     following.refresh_from_db()
     assert (following.status, following.label) == ("resolved", "ASC-US")
 
+    # a decided cluster shows its decision with its date; changing it to "not a lesion" asks first
+    page.goto(f"{live_server.url}/review/clusters/{top.pk}/")
+    expect(page.locator("#decision-text")).to_contain_text("Resolved as LSIL by rita@lab.example on")
+    expect(page.locator("#decision-text")).to_contain_text(re.compile(r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2} UTC"))
+    expect(page.locator("#reject")).to_be_disabled()
+    page.click("#change-decision")
+    page.fill("#reject-form input[name=note]", "debris")
+    page.click("#reject")
+    expect(page.locator("#confirm-statement")).to_contain_text("Change the decision (now resolved as LSIL")
+    expect(page.locator("#confirm-statement")).to_contain_text("as not a lesion")
+    top.refresh_from_db()
+    assert top.status == "resolved"
+    page.screenshot(path=str(artifacts_dir / "review-confirm.png"), full_page=True)
+    page.click("#confirm-yes")
+    expect(page.locator("#decision-text")).to_contain_text("Rejected: not a lesion")
+    top.refresh_from_db()
+    assert top.status == "rejected"
+    assert [e.action for e in AuditEntry.objects.filter(cluster_id=top.pk).order_by("id")] == ["set_label", "reject"]
+    expect(page.locator("#audit-table tbody tr")).to_have_count(2)
+
     page.locator("nav.mainnav").get_by_role("link", name="Agreement").click()
     expect(page.locator("#fleiss")).to_be_visible()
     expect(page.locator("svg.heatmap")).to_have_count(3)
