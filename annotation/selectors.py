@@ -307,10 +307,13 @@ def image_audit(image_id: int) -> QuerySet:
 
 
 def pending_extra_experts(image: Image) -> QuerySet:
-    """Extra experts a reviewer asked for who have not submitted yet."""
+    """Extra experts a reviewer asked for who have not submitted yet and whose hold has not lapsed."""
+    from django.utils import timezone
+
     from annotation.models import Assignment
 
-    return Assignment.objects.filter(image=image, extra=True, status=Assignment.Status.ACTIVE).select_related("annotator")
+    return Assignment.objects.filter(image=image, extra=True, status=Assignment.Status.ACTIVE,
+                                     expires_at__gte=timezone.now()).select_related("annotator")
 
 
 def users_by_id(ids) -> dict:

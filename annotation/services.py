@@ -797,10 +797,22 @@ def skip_assignment(*, image: Image, annotator) -> None:
 
 def enqueue_outbox(*, kind: str, object_id: int) -> None:
     """Record work for Label Studio (inside the caller's transaction) and ask a worker to flush
-    it after commit. If the broker is down the row stays; the periodic flush sends it later."""
+    it after commit. If the broker is down the row stays; the periodic flush sends it later.
+
+    One pending message per object: a second change before the push is folded into it and makes
+    it due at once (next_attempt_at cleared), which also tells a flush that is sending the older
+    content right now not to mark it done (see flush_outbox)."""
+    from django.db import IntegrityError
+
     from annotation.models import OutboxMessage
 
-    OutboxMessage.objects.get_or_create(kind=kind, object_id=object_id, status=OutboxMessage.Status.PENDING)
+    pending = OutboxMessage.objects.filter(kind=kind, object_id=object_id, status=OutboxMessage.Status.PENDING)
+    if not pending.update(next_attempt_at=None):
+        try:
+            with transaction.atomic():
+                OutboxMessage.objects.create(kind=kind, object_id=object_id)
+        except IntegrityError:  # another transaction queued it meanwhile
+            pending.update(next_attempt_at=None)
     transaction.on_commit(_kick_outbox)
 
 
@@ -814,16 +826,82 @@ def _kick_outbox() -> None:
 
 
 OUTBOX_MAX_ATTEMPTS = 12
+#: back-off after a failed push: base * 2**(attempts - 1) seconds, at most OUTBOX_RETRY_MAX_S
 OUTBOX_RETRY_BASE_S = 10
+OUTBOX_RETRY_MAX_S = 600
+#: a claimed message is left to its flush this long (a flush that died is retried after it)
+OUTBOX_LEASE_S = 300
+
+
+def _outbox_backoff(attempts: int) -> float:
+    return min(OUTBOX_RETRY_MAX_S, OUTBOX_RETRY_BASE_S * 2 ** max(0, min(attempts, 30) - 1))
+
+
+def _claim_outbox(msg_id: int):
+    """Take one due message for this flush (its own short transaction). Returns (msg, lease):
+    next_attempt_at is set to the lease's end, which marks the claim."""
+    from datetime import timedelta
+
+    from django.db.models import Q
+    from django.utils import timezone
+
+    from annotation.models import OutboxMessage
+
+    now = timezone.now()
+    with transaction.atomic():
+        msg = (
+            OutboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(Q(next_attempt_at=None) | Q(next_attempt_at__lte=now), pk=msg_id,
+                    status=OutboxMessage.Status.PENDING)
+            .first()
+        )
+        if msg is None:
+            return None, None
+        lease = now + timedelta(seconds=OUTBOX_LEASE_S)
+        OutboxMessage.objects.filter(pk=msg.pk).update(next_attempt_at=lease)
+    return msg, lease
+
+
+def _finish_outbox(msg, lease, *, error: Exception | None = None, unavailable: bool = False) -> bool:
+    """Record how one delivery went, in one statement of its own (never in a transaction that a
+    failure may have aborted). Only the claim's holder finishes it: if the object changed while
+    it was being sent (enqueue_outbox cleared the claim), the message stays pending and due.
+    Returns whether the message is done."""
+    from datetime import timedelta
+
+    from django.db.models import F
+    from django.utils import timezone
+
+    from annotation.models import OutboxMessage
+
+    now = timezone.now()
+    claimed = OutboxMessage.objects.filter(pk=msg.pk, status=OutboxMessage.Status.PENDING, next_attempt_at=lease)
+    if error is None:
+        if claimed.update(status=OutboxMessage.Status.DONE, done_at=now, attempts=F("attempts") + 1,
+                          last_error=""):
+            return True
+        OutboxMessage.objects.filter(pk=msg.pk).update(attempts=F("attempts") + 1)
+        return False
+    attempts = msg.attempts + 1
+    text = f"{type(error).__name__}: {error}"[:2000] if not unavailable else str(error)[:2000]
+    dead = not unavailable and attempts >= OUTBOX_MAX_ATTEMPTS
+    if not claimed.update(
+        attempts=F("attempts") + 1, last_error=text,
+        status=OutboxMessage.Status.DEAD if dead else OutboxMessage.Status.PENDING,
+        next_attempt_at=now + timedelta(seconds=_outbox_backoff(attempts)),
+    ):
+        OutboxMessage.objects.filter(pk=msg.pk).update(attempts=F("attempts") + 1, last_error=text)
+    return False
 
 
 def flush_outbox(*, limit: int = 200) -> dict:
-    """Send pending outbox messages to Label Studio, oldest first. Stops at the first sign that
-    Label Studio is down (the rest wait for the next flush). Idempotent per message."""
-    from datetime import timedelta
+    """Send due outbox messages to Label Studio, oldest first. Idempotent per message.
 
-    from django.utils import timezone
-
+    Each message is claimed in a short transaction, delivered with no transaction and no row
+    lock held (Label Studio answers our pushes only after calling our own webhook), and its
+    outcome recorded in a statement of its own. A message that fails is retried with
+    exponential back-off and the flush goes on with the next one; only "Label Studio is down"
+    stops the flush (the rest wait for the next one). Call it outside any transaction."""
     from annotation import labelstudio
     from annotation.models import OutboxMessage
 
@@ -831,40 +909,31 @@ def flush_outbox(*, limit: int = 200) -> dict:
     if not labelstudio.is_configured():
         stats["waiting"] = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).count()
         return stats
+    from django.db.models import Q
+    from django.utils import timezone
+
     ids = list(
-        OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING)
-        .exclude(next_attempt_at__gt=timezone.now()).values_list("id", flat=True)[:limit]
+        OutboxMessage.objects.filter(Q(next_attempt_at=None) | Q(next_attempt_at__lte=timezone.now()),
+                                     status=OutboxMessage.Status.PENDING)
+        .order_by("id").values_list("id", flat=True)[:limit]
     )
     for msg_id in ids:
-        with transaction.atomic():
-            msg = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
-                pk=msg_id, status=OutboxMessage.Status.PENDING).first()
-            if msg is None:
-                continue
-            try:
-                _deliver(msg)
-            except labelstudio.LabelStudioUnavailable as exc:
-                msg.attempts += 1
-                msg.last_error = str(exc)[:2000]
-                msg.next_attempt_at = timezone.now() + timedelta(seconds=min(300, 5 * 2 ** min(msg.attempts, 6)))
-                msg.save(update_fields=["attempts", "last_error", "next_attempt_at"])
-                stats["waiting"] += 1
-                break
-            except Exception as exc:
-                log.exception("outbox message %s failed", msg.pk)
-                msg.attempts += 1
-                msg.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                if msg.attempts >= OUTBOX_MAX_ATTEMPTS:
-                    msg.status = OutboxMessage.Status.DEAD
-                msg.next_attempt_at = timezone.now() + timedelta(seconds=60)
-                msg.save(update_fields=["attempts", "last_error", "status", "next_attempt_at"])
-                stats["failed"] += 1
-            else:
-                msg.status = OutboxMessage.Status.DONE
-                msg.done_at = timezone.now()
-                msg.attempts += 1
-                msg.save(update_fields=["status", "done_at", "attempts"])
-                stats["done"] += 1
+        msg, lease = _claim_outbox(msg_id)
+        if msg is None:  # another flush has it, or it is done
+            continue
+        try:
+            _deliver(msg)
+        except labelstudio.LabelStudioUnavailable as exc:
+            _finish_outbox(msg, lease, error=exc, unavailable=True)
+            stats["waiting"] += 1
+            break
+        except Exception as exc:
+            log.warning("outbox message %s (%s %s) failed: %s: %s", msg.pk, msg.kind, msg.object_id,
+                        type(exc).__name__, exc)
+            _finish_outbox(msg, lease, error=exc)
+            stats["failed"] += 1
+        else:
+            stats["done" if _finish_outbox(msg, lease) else "waiting"] += 1
     return stats
 
 
@@ -964,6 +1033,9 @@ def mirror_ls_annotation(ann: dict, *, task_id: int, task_data: dict | None = No
         raise WebhookPayloadError(f"annotation {ls_id}: {exc}") from None
 
     with transaction.atomic():
+        # submit_annotation's lock order (the assignment, then the annotation): a webhook and a
+        # submit for the same image and expert wait for each other, never deadlock
+        Assignment.objects.select_for_update().filter(image=image, annotator=user).first()
         existing = (
             ExpertAnnotation.objects.select_for_update().filter(ls_annotation_id=ls_id).first()
             or ExpertAnnotation.objects.select_for_update().filter(image=image, annotator=user).first()
@@ -1479,6 +1551,7 @@ def request_another_expert(*, image: Image, reviewer, comment: str = "", cluster
     from annotation.models import Assignment, AuditEntry
     from cytoloop.roles import Role
 
+    release_expired_assignments()  # a lapsed hold does not block the request
     with transaction.atomic():
         Image.objects.select_for_update().filter(pk=image.pk).first()
         _check_reviewer(image, reviewer)

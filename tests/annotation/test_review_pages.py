@@ -642,3 +642,16 @@ def test_rows_of_a_recomputed_cluster_go_to_the_image_history_not_to_its_success
     history = page[page.index('id="image-history"'):]
     assert "look at the upper nucleus" in history
     assert f"cluster #{first.pk}, since replaced by a recomputed consensus" in history
+
+
+def test_a_lapsed_extra_hold_goes_to_any_pathologist_who_has_not_annotated_the_image(
+        as_reviewer, queue, experts, make_user):
+    cluster = queue["severe"]
+    as_reviewer.post(_url(cluster), {"action": "expert"})
+    Assignment.objects.filter(image_id=cluster.image_id, extra=True).update(
+        expires_at=timezone.now() - timedelta(minutes=1))
+    assert 'id="pending-expert"' not in as_reviewer.get(_url(cluster)).content.decode()
+    other = make_user("late@example.org", roles=["pathologist"])
+    taken = services.next_assignment(annotator=other)
+    assert taken is not None and taken.image_id == cluster.image_id and not taken.extra
+    assert Assignment.objects.get(image_id=cluster.image_id, extra=True).status == "released"
