@@ -37,7 +37,8 @@ def label_config() -> str:
     )
     return (
         "<View>\n"
-        f'  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true" rotateControl="false"/>\n'
+        f'  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true" rotateControl="false"'
+        ' maxWidth="100%"/>\n'
         f'  <RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}" strokeWidth="2" opacity="0.25">\n'
         f"{labels}\n"
         "  </RectangleLabels>\n"
@@ -122,26 +123,54 @@ def result_to_boxes(result: Sequence[dict], width: int, height: int) -> list[Box
 
 # --- projects, storage, tasks ---------------------------------------------------------------------
 
+def project_title(dataset) -> str:
+    """The dataset's Label Studio project title (stable: how an existing project is found)."""
+    return f"CytoLoop: {dataset.name}"[:50]
+
+
 def ensure_project(dataset) -> int:
-    """The dataset's Label Studio project (created with the Bethesda config and overlap N)."""
+    """The dataset's Label Studio project (created with the Bethesda config and overlap N).
+
+    Idempotent and safe to race: callers take turns per dataset (remote_lock, no row lock, no
+    transaction held across the HTTP calls); inside, the database is read again, then Label
+    Studio is searched by the project's stable title before anything is created, so a push
+    that died after creating the project adopts it instead of making another one."""
+    from annotation.remote_locks import remote_lock
+
+    if dataset.ls_project_id:
+        return dataset.ls_project_id
     ls = client()
-    with _translate_errors():
-        if dataset.ls_project_id:
-            return dataset.ls_project_id
-        project = ls.projects.create(
-            title=f"CytoLoop: {dataset.name}"[:50],
-            description=dataset.title or dataset.name,
-            label_config=label_config(),
-            maximum_annotations=dataset.experts_per_image,
-            overlap_cohort_percentage=100,
-            show_overlap_first=True,
-            show_skip_button=True,
-        )
-        _ensure_webhook(ls, project.id)
-        storage_id = _ensure_local_storage(ls, project.id, dataset)
-    type(dataset).objects.filter(pk=dataset.pk).update(ls_project_id=project.id, ls_storage_id=storage_id)
-    dataset.ls_project_id, dataset.ls_storage_id = project.id, storage_id
-    return project.id
+    model = type(dataset)
+    with remote_lock("ls-project", dataset.pk):
+        project_id, storage_id = model.objects.filter(pk=dataset.pk).values_list(
+            "ls_project_id", "ls_storage_id").get()
+        if project_id:
+            dataset.ls_project_id, dataset.ls_storage_id = project_id, storage_id
+            return project_id
+        with _translate_errors():
+            project_id = _find_project(ls, dataset)
+            if project_id is None:
+                project_id = ls.projects.create(
+                    title=project_title(dataset),
+                    description=dataset.title or dataset.name,
+                    label_config=label_config(),
+                    maximum_annotations=dataset.experts_per_image,
+                    overlap_cohort_percentage=100,
+                    show_overlap_first=True,
+                    show_skip_button=True,
+                ).id
+            _ensure_webhook(ls, project_id)
+            storage_id = _ensure_local_storage(ls, project_id, dataset)
+        model.objects.filter(pk=dataset.pk).update(ls_project_id=project_id, ls_storage_id=storage_id)
+    dataset.ls_project_id, dataset.ls_storage_id = project_id, storage_id
+    return project_id
+
+
+def _find_project(ls, dataset) -> int | None:
+    """The id of the dataset's existing project (its title; the oldest if there are several)."""
+    title = project_title(dataset)
+    ids = [p.id for p in ls.projects.list(title=title, include="id,title") if p.title == title]
+    return min(ids) if ids else None
 
 
 def _ensure_local_storage(ls, project_id: int, dataset) -> int | None:
@@ -153,6 +182,10 @@ def _ensure_local_storage(ls, project_id: int, dataset) -> int | None:
     folder = Path(settings.MEDIA_ROOT) / "images" / dataset.name
     folder.mkdir(parents=True, exist_ok=True)
     try:
+        existing = next((st.id for st in ls.import_storage.local.list(project=project_id)
+                         if st.path == str(folder)), None)
+        if existing is not None:
+            return existing
         storage = ls.import_storage.local.create(
             project=project_id, path=str(folder), title="CytoLoop media", use_blob_urls=True,
             regex_filter=r"^$",  # tasks are pushed by CytoLoop, never synced from the folder
@@ -169,6 +202,8 @@ def _ensure_webhook(ls, project_id: int) -> None:
     url = settings.LABEL_STUDIO_WEBHOOK_URL
     if not url:
         return
+    if any(hook.url == url for hook in ls.webhooks.list(project=str(project_id))):
+        return
     ls.webhooks.create(
         url=url,
         project=project_id,
@@ -184,32 +219,61 @@ def image_ls_url(image) -> str:
 
 
 def push_images(dataset, images: Iterable | None = None) -> int:
-    """Create a Label Studio task for each image that has none (idempotent). Returns how many."""
-    from annotation.models import Image
+    """Give each image (default: every image of the dataset) that has no Label Studio task one.
 
+    Idempotent and safe to race (one pusher per dataset at a time, remote_lock; the database is
+    read again inside it). Tasks that exist in Label Studio but whose ids were never saved (a
+    push that died half-way) are adopted by their cytoloop_image_id, never created twice.
+    Returns how many images got a task now. Sets ``ls_task_id`` on the given image objects."""
+    from annotation.models import Image
+    from annotation.remote_locks import remote_lock
+
+    given = list(images) if images is not None else None
     project_id = ensure_project(dataset)
-    todo = list(images if images is not None else Image.objects.filter(dataset=dataset, ls_task_id=None))
-    todo = [im for im in todo if not im.ls_task_id]
-    if not todo:
-        return 0
     ls = client()
-    with _translate_errors():
-        response = ls.projects.import_tasks(
-            id=project_id,
-            request=[
-                {"image": image_ls_url(im), "cytoloop_image_id": im.pk, "width": im.width, "height": im.height}
-                for im in todo
-            ],
-            return_task_ids=True,
-        )
-    task_ids = list(response.task_ids or [])
-    if len(task_ids) != len(todo):
-        raise RuntimeError(f"Label Studio returned {len(task_ids)} task ids for {len(todo)} images")
-    with transaction.atomic():
-        for image, task_id in zip(todo, task_ids, strict=True):
-            Image.objects.filter(pk=image.pk).update(ls_task_id=task_id)
-            image.ls_task_id = task_id
-    return len(todo)
+    with remote_lock("ls-tasks", dataset.pk):
+        todo = Image.objects.filter(dataset=dataset, ls_task_id=None)
+        if given is not None:
+            todo = todo.filter(pk__in=[im.pk for im in given])
+        todo = list(todo.order_by("pk"))
+        found: dict[int, int] = {}
+        if todo:
+            with _translate_errors():
+                wanted = {im.pk: image_ls_url(im) for im in todo}
+                for task in ls.tasks.list(project=project_id, fields="task_only"):
+                    data = task.data or {}
+                    image_id = data.get("cytoloop_image_id")
+                    if image_id in wanted and data.get("image") == wanted[image_id]:
+                        found.setdefault(image_id, task.id)
+                missing = [im for im in todo if im.pk not in found]
+                if missing:
+                    response = ls.projects.import_tasks(
+                        id=project_id,
+                        request=[{"image": image_ls_url(im), "cytoloop_image_id": im.pk,
+                                  "width": im.width, "height": im.height} for im in missing],
+                        return_task_ids=True,
+                    )
+                    task_ids = list(response.task_ids or [])
+                    if len(task_ids) != len(missing):
+                        raise RuntimeError(
+                            f"Label Studio returned {len(task_ids)} task ids for {len(missing)} images")
+                    found.update(zip((im.pk for im in missing), task_ids, strict=True))
+            with transaction.atomic():
+                for image_id, task_id in found.items():
+                    Image.objects.filter(pk=image_id, ls_task_id=None).update(ls_task_id=task_id)
+    if given is not None:
+        saved = dict(Image.objects.filter(pk__in=[im.pk for im in given]).values_list("pk", "ls_task_id"))
+        for image in given:
+            image.ls_task_id = saved.get(image.pk, image.ls_task_id)
+    return len(found)
+
+
+def _ensure_task(image) -> None:
+    """Give ``image`` its task; an image without one means its dataset was imported after the
+    last sync, so every missing task of the dataset is created in the same call."""
+    if not image.ls_task_id:
+        push_images(image.dataset)
+        image.ls_task_id = type(image).objects.filter(pk=image.pk).values_list("ls_task_id", flat=True).get()
 
 
 # --- users ------------------------------------------------------------------------------------------
@@ -218,17 +282,23 @@ def ensure_ls_user(user) -> int:
     """The Label Studio user id CytoLoop annotates as for ``user`` (created on first use)."""
     from annotation.models import LabelStudioAccount
 
+    from annotation.remote_locks import remote_lock
+
     account = LabelStudioAccount.objects.filter(user=user).first()
     if account:
         return account.ls_user_id
     ls = client()
     email = (user.email or user.username).lower()
-    with _translate_errors():
-        existing = next((u for u in ls.users.list() if (u.email or "").lower() == email), None)
-        ls_user = existing or ls.users.create(
-            username=email, email=email, first_name=user.first_name or "", last_name=user.last_name or ""
-        )
-    account, _ = LabelStudioAccount.objects.get_or_create(user=user, defaults={"ls_user_id": ls_user.id})
+    with remote_lock("ls-user", user.pk):  # two pushers never create the same user twice
+        account = LabelStudioAccount.objects.filter(user=user).first()
+        if account:
+            return account.ls_user_id
+        with _translate_errors():
+            existing = next((u for u in ls.users.list() if (u.email or "").lower() == email), None)
+            ls_user = existing or ls.users.create(
+                username=email, email=email, first_name=user.first_name or "", last_name=user.last_name or ""
+            )
+        account, _ = LabelStudioAccount.objects.get_or_create(user=user, defaults={"ls_user_id": ls_user.id})
     return account.ls_user_id
 
 
@@ -264,26 +334,30 @@ def push_annotation(annotation) -> int:
     Idempotent: an annotation already there (by id, or by the same user on the same task when a
     previous push died before its id was saved) is updated, never duplicated."""
     from annotation.models import ExpertAnnotation
+    from annotation.remote_locks import remote_lock
 
     image = annotation.image
-    if not image.ls_task_id:
-        push_images(image.dataset, [image])
+    _ensure_task(image)
     ls_user_id = ensure_ls_user(annotation.annotator)
-    result = boxes_to_result([b.as_box() for b in annotation.boxes.all()], image.width, image.height)
     ls = client()
-    with _translate_errors():
-        ls_id = annotation.ls_annotation_id
-        if not ls_id:
-            ls_id = next(
-                (a.id for a in ls.annotations.list(id=image.ls_task_id)
-                 if _completed_by_id(a) == ls_user_id and not a.ground_truth),
-                None,
-            )
-        if ls_id:
-            ls.annotations.update(id=ls_id, result=result, completed_by=ls_user_id)
-        else:
-            ls_id = ls.annotations.create(id=image.ls_task_id, result=result, completed_by=ls_user_id).id
-    ExpertAnnotation.objects.filter(pk=annotation.pk).update(ls_annotation_id=ls_id)
+    # one push of this annotation at a time (a second flush may pick up an edit made while the
+    # first was sending); its id and boxes are read again inside, so the later push sends the
+    # latest boxes to the annotation the first one created
+    with remote_lock("ls-annotation", annotation.pk):
+        ls_id = ExpertAnnotation.objects.filter(pk=annotation.pk).values_list("ls_annotation_id", flat=True).first()
+        result = boxes_to_result([b.as_box() for b in annotation.boxes.all()], image.width, image.height)
+        with _translate_errors():
+            if not ls_id:
+                ls_id = next(
+                    (a.id for a in ls.annotations.list(id=image.ls_task_id)
+                     if _completed_by_id(a) == ls_user_id and not a.ground_truth),
+                    None,
+                )
+            if ls_id:
+                ls.annotations.update(id=ls_id, result=result, completed_by=ls_user_id)
+            else:
+                ls_id = ls.annotations.create(id=image.ls_task_id, result=result, completed_by=ls_user_id).id
+        ExpertAnnotation.objects.filter(pk=annotation.pk).update(ls_annotation_id=ls_id)
     annotation.ls_annotation_id = ls_id
     return ls_id
 
@@ -297,8 +371,7 @@ def _completed_by_id(ls_annotation) -> int | None:
 
 def push_predictions(image, boxes: Sequence[Box], *, model_version: str, score: float | None = None) -> int:
     """Model pre-annotations for the image's task (score per box and overall)."""
-    if not image.ls_task_id:
-        push_images(image.dataset, [image])
+    _ensure_task(image)
     ls = client()
     result = boxes_to_result(boxes, image.width, image.height, with_score=True)
     overall = score if score is not None else (max((b.score or 0.0) for b in boxes) if boxes else 0.0)
@@ -311,12 +384,13 @@ def push_predictions(image, boxes: Sequence[Box], *, model_version: str, score: 
 
 def push_ground_truth(image, boxes: Sequence[Box], *, reviewer=None) -> int:
     """Write the image's ground truth as a Label Studio annotation marked ground_truth."""
-    if not image.ls_task_id:
-        push_images(image.dataset, [image])
+    _ensure_task(image)
     ls = client()
     result = boxes_to_result(boxes, image.width, image.height)
     kwargs = {"completed_by": ensure_ls_user(reviewer)} if reviewer is not None else {}
-    with _translate_errors():
+    from annotation.remote_locks import remote_lock
+
+    with remote_lock("ls-ground-truth", image.pk), _translate_errors():  # never two ground truths
         existing = next((a for a in ls.annotations.list(id=image.ls_task_id) if a.ground_truth), None)
         if existing:
             ls.annotations.update(id=existing.id, result=result, ground_truth=True, **kwargs)

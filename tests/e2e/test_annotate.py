@@ -76,7 +76,12 @@ def test_pathologist_draws_two_labelled_boxes_and_submits(
     )
     image_el = frame.locator("#root img").first
     box = image_el.bounding_box()
-    assert box and box["width"] > 200, box
+    # the editor gets the screen: on a 1440 x 900 window the image is drawn over 1100 px wide
+    assert box and box["width"] >= 1100, box
+    # one Submit (the page's), none in Label Studio's bars; each box shows its class
+    expect(page.locator("#submit-annotation")).to_have_text("Submit")
+    expect(editor.locator("button[aria-label=submit], button[aria-label=update]")).to_have_count(0)
+    assert frame.evaluate("window.cytoloopEditor.store.settings.showLabels") is True
     scale = WIDTH / box["width"]  # image pixels per screen pixel
 
     # label 1 (NILM) then a box, label 5 (HSIL) then another
@@ -106,7 +111,7 @@ def test_pathologist_draws_two_labelled_boxes_and_submits(
     frame.wait_for_function(f"!{transform}.includes('scale(')")
     expect(editor.locator("li[aria-label=region]")).to_have_count(2, timeout=1000)
 
-    editor.locator("button[aria-label=submit]").first.click()
+    page.click("#submit-annotation")
     page.wait_for_url(lambda url: not url.endswith(f"/annotate/{image_id}/"))
     expect(page.locator(".msg-success")).to_contain_text("Saved 2 boxes on smear-")
     expect(page.frame_locator("#editor").locator("body[data-editor=ready]")).to_have_count(
@@ -225,11 +230,14 @@ def test_pre_annotations_start_the_editor_when_a_round_allows_them(
     assert (
         frame.evaluate("window.cytoloopEditor.store.annotationStore.selected.type") == "annotation"
     )
-    expect(editor.locator("button[aria-label=submit]")).to_have_text("Submit")
+    expect(page.locator("#submit-annotation")).to_have_text("Submit")
     page.screenshot(path=str(artifacts_dir / "annotate-pre-annotation.png"))
     page.click("#submit-annotation")
     page.wait_for_url(lambda url: not url.endswith(f"/annotate/{image_id}/"))
     (saved,) = ExpertAnnotation.objects.get(annotator=user, image_id=image_id).boxes.all()
+    # recorded as the model's box, accepted unchanged
+    assert saved.prediction_id == PredictionBox.objects.get(image_id=image_id).pk
+    assert (saved.prediction_model, saved.prediction_changed) == ("imported", False)
     assert (saved.label, saved.x, saved.y, saved.width, saved.height) == (
         "ASC-H",
         pytest.approx(120),
@@ -266,6 +274,7 @@ def test_a_reopened_image_shows_the_users_own_boxes_and_update_replaces_them(
     regions = editor.locator("li[aria-label=region]")
     expect(regions).to_have_count(2)  # own boxes only: the other expert's ASC-US is not there
     assert [t.split()[-1] for t in regions.all_inner_texts()] == ["LSIL", "SCC"]
+    expect(page.locator("#submit-annotation")).to_have_text("Update")
     page.screenshot(path=str(artifacts_dir / "annotate-reopened.png"))
 
     regions.nth(1).click()
