@@ -281,7 +281,6 @@ def _ensure_task(image) -> None:
 def ensure_ls_user(user) -> int:
     """The Label Studio user id CytoLoop annotates as for ``user`` (created on first use)."""
     from annotation.models import LabelStudioAccount
-
     from annotation.remote_locks import remote_lock
 
     account = LabelStudioAccount.objects.filter(user=user).first()
