@@ -80,7 +80,7 @@ def queue(request):
     progress = services.queue_progress(annotator=request.user)
     current = (
         Assignment.objects.filter(annotator=request.user, status=Assignment.Status.ACTIVE)
-        .select_related("image", "image__dataset")
+        .select_related("image", "image__dataset", "draft")
         .first()
     )
     recent = list(
@@ -91,8 +91,8 @@ def queue(request):
         "annotation/queue.html",
         {
             "progress": progress,
-            "percent": round(100 * progress["done"] / progress["assigned"])
-            if progress["assigned"]
+            "percent": round(100 * progress["done"] / (progress["done"] + progress["waiting"]))
+            if progress["done"] + progress["waiting"]
             else 0,
             "current": current,
             "recent": recent,

@@ -728,12 +728,17 @@ def queue_progress(*, annotator) -> dict:
     from annotation.models import Assignment
 
     rows = Assignment.objects.filter(annotator=annotator)
+    remaining = _queue_candidates(annotator).count()
+    held = rows.filter(status=Assignment.Status.ACTIVE).count()
     return {
         "done": rows.filter(status=Assignment.Status.SUBMITTED).count(),
         "skipped": rows.filter(status=Assignment.Status.SKIPPED).count(),
         "assigned": rows.exclude(status=Assignment.Status.RELEASED).count(),
         # images still waiting for this annotator (not counting one they hold now)
-        "remaining": _queue_candidates(annotator).count(),
+        "remaining": remaining,
+        "held": held,
+        # what a person reads: images still to do, the one they hold included
+        "waiting": remaining + held,
     }
 
 
@@ -1139,6 +1144,7 @@ def consensus_config():
         quorum=settings.CONSENSUS_QUORUM,
         weak_iou=settings.CONSENSUS_WEAK_IOU,
         box_method=settings.CONSENSUS_BOX_METHOD,
+        model_boxes=settings.CONSENSUS_MODEL_BOXES,
     )
 
 
@@ -1150,17 +1156,20 @@ def required_experts(image: Image) -> int:
 
 
 def _annotation_rows(image_ids) -> dict[int, list]:
-    """{image_id: [(annotation_id, annotator_id, [(box_id, Box), ...]), ...]} in two queries."""
+    """{image_id: [(annotation_id, annotator_id, [(box_id, Box, model), ...]), ...]} in two
+    queries; ``model`` is the model version of a pre-annotation accepted unchanged, else None."""
     rows: dict[int, dict[int, tuple]] = {}
     for ann_id, image_id, annotator_id in ExpertAnnotation.objects.filter(image_id__in=image_ids).values_list(
         "id", "image_id", "annotator_id"
     ):
         rows.setdefault(image_id, {})[ann_id] = (ann_id, annotator_id, [])
     boxes = ExpertBox.objects.filter(annotation__image_id__in=image_ids).values_list(
-        "id", "annotation_id", "annotation__image_id", "x", "y", "width", "height", "label"
+        "id", "annotation_id", "annotation__image_id", "x", "y", "width", "height", "label",
+        "prediction_model", "prediction_changed",
     ).order_by("annotation_id", "id")
-    for box_id, ann_id, image_id, x, y, w, h, label in boxes:
-        rows[image_id][ann_id][2].append((box_id, Box(x, y, w, h, label)))
+    for box_id, ann_id, image_id, x, y, w, h, label, model, changed in boxes:
+        accepted = model if model and changed is False else None
+        rows[image_id][ann_id][2].append((box_id, Box(x, y, w, h, label), accepted))
     return {image_id: sorted(anns.values()) for image_id, anns in rows.items()}
 
 
@@ -1170,8 +1179,10 @@ def _signature(rows) -> str:
     digest = hashlib.sha256()
     for ann_id, annotator_id, boxes in rows:
         digest.update(f"{ann_id}:{annotator_id};".encode())
-        for box_id, b in boxes:
+        for box_id, b, model in boxes:
             digest.update(f"{box_id},{b.x!r},{b.y!r},{b.width!r},{b.height!r},{b.label}|".encode())
+            if model is not None:  # boxes without model help keep the signatures they had
+                digest.update(f"model={model}|".encode())
     return digest.hexdigest()
 
 
@@ -1195,24 +1206,50 @@ def _build_consensus(image_id: int, rows, config, weights):
     """Cluster rows (CLUSTER_COLUMNS) and consensus ground-truth rows (TRUTH_COLUMNS) for one
     image, as plain tuples: the bulk path writes hundreds of thousands of them."""
     from annotation.bethesda import BETHESDA, disagreement_risk
-    from annotation.consensus import merge
+    from annotation.consensus import MODEL_VOTER, group_model_boxes, merge_assisted
 
-    by_expert = {str(annotator_id): [b for _, b in boxes] for _, annotator_id, boxes in rows}
-    box_ids = {str(annotator_id): [(ann_id, box_id) for box_id, _ in boxes] for ann_id, annotator_id, boxes in rows}
+    # model help (CONSENSUS_MODEL_BOXES="model"): a pre-annotation accepted unchanged is the model's
+    # vote, one per distinct model box however many experts accepted it, never an expert's
+    assisted = config.model_boxes == "model"
+    by_expert: dict[str, list[Box]] = {}
+    box_ids: dict[str, list[tuple]] = {}
+    accepted: list[tuple] = []  # (expert, annotation id, box id, Box, model version)
+    for ann_id, annotator_id, boxes in rows:
+        expert = str(annotator_id)
+        by_expert[expert], box_ids[expert] = [], []
+        for box_id, b, model in boxes:
+            if assisted and model is not None:
+                accepted.append((expert, ann_id, box_id, b, model))
+            else:
+                by_expert[expert].append(b)
+                box_ids[expert].append((ann_id, box_id, model))
+    groups = group_model_boxes([(a[4], a[3]) for a in accepted])
     expert_weights = None
     if weights:
         expert_weights = {e: weights.get(e, 1.0) for e in by_expert}
-    results = merge(by_expert, n_experts=len(by_expert), weights=expert_weights, config=config)
+    results = merge_assisted(by_expert, [accepted[g[0]][3] for g in groups], n_experts=len(by_expert),
+                             weights=expert_weights, config=config)
     n_experts = len(by_expert)
     clusters, truth = [], []
     for r in results:
         members = []
         labels = set()
         for expert, index in r.members:
-            ann_id, box_id = box_ids[expert][index]
+            if expert == MODEL_VOTER:  # the model's one vote, shown on each expert who accepted it
+                for j in groups[index]:
+                    e, ann_id, box_id, b, model = accepted[j]
+                    members.append({"annotation": ann_id, "box": box_id, "expert": int(e), "label": b.label,
+                                    "x": b.x, "y": b.y, "width": b.width, "height": b.height,
+                                    "model": model, "model_vote": True})
+                    labels.add(BETHESDA.index(b.label))
+                continue
+            ann_id, box_id, model = box_ids[expert][index]
             b = by_expert[expert][index]
-            members.append({"annotation": ann_id, "box": box_id, "expert": int(expert), "label": b.label,
-                            "x": b.x, "y": b.y, "width": b.width, "height": b.height})
+            member = {"annotation": ann_id, "box": box_id, "expert": int(expert), "label": b.label,
+                      "x": b.x, "y": b.y, "width": b.width, "height": b.height}
+            if model is not None:  # accepted unchanged, counted as the expert's own ("expert" setting)
+                member["model"] = model
+            members.append(member)
             labels.add(BETHESDA.index(b.label))
         if r.n_experts_found < n_experts:
             labels.add(0)  # an expert who drew nothing there called it negative

@@ -47,13 +47,31 @@ def _editor_data(response) -> dict:
     return json.loads(match.group(1))
 
 
-def test_queue_page_shows_progress_to_a_pathologist(images, pathologist):
+def _text(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def test_queue_page_says_on_first_visit_how_many_images_wait_and_offers_start(images, pathologist):
     response = _client(pathologist).get("/annotate/")
     assert response.status_code == 200
     html = response.content.decode()
     assert 'id="queue-progress"' in html
-    assert "Start annotating" in html
-    assert re.search(r'<strong id="done">0</strong> / <strong id="assigned">0</strong>', html)
+    assert "3 images waiting for you; none done yet." in _text(html)
+    assert "0 / 0" not in _text(html)
+    assert re.search(r'<button class="primary" type="submit" id="start">Start annotating</button>', html)
+
+
+def test_queue_page_counts_done_and_waiting_after_a_submit(images, pathologist):
+    image = next_assignment(annotator=pathologist).image
+    submit_annotation(image=image, annotator=pathologist, boxes=[Box(10, 20, 30, 40, "HSIL")])
+    text = _text(_client(pathologist).get("/annotate/").content.decode())
+    assert "1 done, 2 waiting for you." in text and "Continue" in text
+
+
+def test_queue_page_with_nothing_to_do_says_so_and_offers_no_start(pathologist):
+    html = _client(pathologist).get("/annotate/").content.decode()
+    assert "No images are waiting for you yet." in _text(html)
+    assert 'id="start"' not in html
 
 
 def test_queue_page_is_refused_to_a_reviewer(client_as):
@@ -186,10 +204,11 @@ def test_a_submitted_image_can_be_reopened_from_the_queue(images, pathologist):
     client = _client(pathologist)
     queue = client.get("/annotate/").content.decode()
     assert f'href="/annotate/{image.pk}/"' in queue
-    assert re.search(r'<strong id="done">1</strong> / <strong id="assigned">1</strong>', queue)
+    assert "1 done, 2 waiting for you." in _text(queue)
     page = client.get(f"/annotate/{image.pk}/")
     assert page.status_code == 200
     assert 'id="resubmit-note"' in page.content.decode()
+    assert '>Update</button>' in page.content.decode()
 
 
 def test_next_after_a_submit_confirms_what_was_saved(images, pathologist):
