@@ -655,3 +655,16 @@ def test_a_lapsed_extra_hold_goes_to_any_pathologist_who_has_not_annotated_the_i
     taken = services.next_assignment(annotator=other)
     assert taken is not None and taken.image_id == cluster.image_id and not taken.extra
     assert Assignment.objects.get(image_id=cluster.image_id, extra=True).status == "released"
+
+
+def test_a_rejection_can_be_changed_back_into_a_grade_with_one_current_truth(as_reviewer, queue):
+    cluster = queue["severe"]
+    assert _confirmed(as_reviewer, _url(cluster), {"action": "reject"}).status_code == 302
+    page = as_reviewer.get(_url(cluster)).content.decode()
+    assert "Rejected: not a lesion" in page and 'id="change-decision"' in page
+    assert not GroundTruthBox.objects.filter(image_id=cluster.image_id).exists()
+    asked = as_reviewer.post(_url(cluster), {"action": "label", "label": "HSIL"})
+    assert "Change the decision (now rejected as not a lesion by rita@example.org on " in asked.content.decode()
+    assert _confirmed(as_reviewer, _url(cluster), {"action": "label", "label": "HSIL"}).status_code == 302
+    assert [(b.label, b.source) for b in GroundTruthBox.objects.filter(image_id=cluster.image_id)] == [("HSIL", "review")]
+    assert [e.action for e in AuditEntry.objects.filter(cluster_id=cluster.pk).order_by("id")] == ["reject", "accept"]
