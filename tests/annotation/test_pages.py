@@ -83,7 +83,8 @@ def _shown_names(response) -> list[str]:
 
 
 def test_datasets_list_shows_image_and_box_counts_and_the_citation(client_as, lab):
-    response = client_as("pathologist").get(reverse("annotation:datasets"))
+    # a reviewer: a pathologist sees no ground truth of images in their queue (test_visibility.py)
+    response = client_as("reviewer").get(reverse("annotation:datasets"))
     assert response.status_code == 200
     html = response.content.decode()
     card = html[html.index('id="dataset-lab"'):]
@@ -130,7 +131,7 @@ def test_gallery_filters_by_split(client_as, lab):
 
 
 def test_gallery_filters_by_ground_truth_label(client_as, lab):
-    client = client_as("pathologist")
+    client = client_as("reviewer")
     hsil = _gallery(client, "?label=HSIL")
     assert _shown_names(hsil) == ["a.png"]
     assert hsil.context["matching"] == 1
@@ -171,7 +172,7 @@ def test_gallery_of_unknown_dataset_is_404(client_as, lab):
 
 def test_image_page_draws_ground_truth_boxes_in_pixels(client_as, lab):
     _, images = lab
-    response = client_as("pathologist").get(reverse("annotation:image", args=["lab", images["a.png"].pk]))
+    response = client_as("reviewer").get(reverse("annotation:image", args=["lab", images["a.png"].pk]))
     assert response.status_code == 200
     html = response.content.decode()
     assert 'viewBox="0 0 64 48"' in html

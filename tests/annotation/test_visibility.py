@@ -414,7 +414,8 @@ def _editor_predictions(client, image) -> list:
     return data["task"]["predictions"]
 
 
-def test_extra_expert_editor_gets_no_model_boxes(world):
+def test_extra_expert_editor_gets_no_model_boxes_even_when_every_image_offers_them(world, settings):
+    settings.ANNOTATE_SHOW_PREDICTIONS = True
     assert _editor_predictions(_client(world["users"]["p3"]), world["images"]["6-extra"]) == []
 
 
@@ -425,3 +426,10 @@ def test_editor_offers_only_the_selected_images_round_model_boxes(world):
     (offered,) = _editor_predictions(_client(user), image)
     assert offered["model_version"] == OFFERED_MODEL
     assert [r["value"]["rectanglelabels"] for r in offered["result"]] == [["ASC-US"]]  # not the imported SCC
+
+
+def test_image_page_tells_a_pathologist_why_its_boxes_are_hidden(world):
+    image = world["images"]["2-held"]
+    html = _client(world["users"]["p1"]).get(reverse("annotation:image", args=["blind", image.pk])).content.decode()
+    assert 'id="blind-note"' in html and "You are annotating this image" in html
+    assert 'class="box gt' not in html and 'class="box pred' not in html

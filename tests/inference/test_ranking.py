@@ -111,6 +111,16 @@ def test_preannotations_only_for_selected_images_of_a_round_that_allows_them(pre
     assert preannotations_allowed(images[2]) is None  # not selected
 
 
+def test_a_round_allowing_preannotations_names_its_models_on_the_selected_images_until_the_next_round(predicted):
+    dataset, images, det, cls = predicted
+    start_ranking_round(dataset=dataset, strategy="clinical_cost", k=1, allow_preannotations=True)
+    named = dict(Image.objects.filter(dataset=dataset).exclude(preannotation_model="")
+                 .values_list("pk", "preannotation_model"))
+    assert named == {images[1].pk: "detector-1+classifier-1"}  # the one selected
+    start_ranking_round(dataset=dataset, strategy="clinical_cost", k=1)  # blind: replaces it
+    assert not Image.objects.filter(dataset=dataset).exclude(preannotation_model="").exists()
+
+
 def test_editor_shows_the_rounds_predictions_only_when_allowed(predicted, make_user, client):
     dataset, images, det, cls = predicted
     pathologist = make_user("p@lab.org", roles=["pathologist"])
