@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from annotation import labelstudio
+from annotation import access, labelstudio
 from annotation import services as annotation_services
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from cytoloop.roles import Role, role_required
@@ -282,7 +282,15 @@ def _probabilities(cluster) -> list[dict] | None:
              "description": DESCRIPTIONS[label], "call": i == call} for i, label in enumerate(BETHESDA)]
 
 
-def _card(ranked, boxes, dataset) -> dict:
+#: what the round's page says instead of the model's call on an image the user may not see it for
+HIDDEN_CALL = "the model's call is hidden from you: you have a vote pending on this image (blind)"
+
+
+def _card(ranked, boxes, dataset, *, shown: bool = True) -> dict:
+    """One ranked image; ``shown`` False (annotation.access: the user has a vote pending on it)
+    leaves out the model's boxes, probabilities, verdict and the reason that names its call."""
+    if not shown:
+        ranked.verdict, ranked.reason, ranked.top_cluster, boxes = None, HIDDEN_CALL, None, []
     image, top = ranked.image, ranked.top_cluster
     top_box_id = top.box_id if top is not None else None
     return {
@@ -294,6 +302,11 @@ def _card(ranked, boxes, dataset) -> dict:
         "top": top,
         "probabilities": _probabilities(top),
     }
+
+
+def _predictions_shown(views: dict, image_id: int, model: str) -> bool:
+    view = views.get(image_id)
+    return view is not None and view.predictions and view.prediction_model in ("", model)
 
 
 @role_required(Role.ADMIN)
@@ -309,6 +322,8 @@ def round_detail(request, pk: int):
         if not item.image.thumbnail:
             annotation_services.ensure_thumbnail(image=item.image)
     boxes = selectors.predicted_boxes(round_, [r.image_id for r in ranked])
+    views = access.image_views(request.user, [r.image for r in ranked])
+    model = f"{round_.detector_version.name}+{round_.classifier_version.name}"
     base = reverse("inference:round", args=[round_.pk])
     context = {
         "round": round_,
@@ -320,7 +335,8 @@ def round_detail(request, pk: int):
         "selected_count": sum(1 for _, selected in scores if selected),
         "cluster_count": selectors.round_cluster_count(round_),
         "histogram": score_histogram(scores, round_.k, descending),
-        "cards": [_card(r, boxes.get(r.image_id, []), round_.dataset) for r in ranked],
+        "cards": [_card(r, boxes.get(r.image_id, []), round_.dataset, shown=_predictions_shown(views, r.image_id, model))
+                  for r in ranked],
         "page": page,
         "pages": {
             "previous": f"{base}?page={page.previous_page_number()}" if page.has_previous() else None,

@@ -433,3 +433,19 @@ def test_image_page_tells_a_pathologist_why_its_boxes_are_hidden(world):
     html = _client(world["users"]["p1"]).get(reverse("annotation:image", args=["blind", image.pk])).content.decode()
     assert 'id="blind-note"' in html and "You are annotating this image" in html
     assert 'class="box gt' not in html and 'class="box pred' not in html
+
+
+def test_round_page_hides_the_models_call_from_an_admin_who_has_a_vote_pending_on_the_image(world, make_user):
+    from inference.models import RankingRound
+    from inference.services import start_ranking_round
+
+    both = make_user("admin-pathologist@blind.example.org", roles=["admin", "pathologist"])
+    blind_round = start_ranking_round(dataset=world["dataset"], strategy="entropy", k=1)  # no pre-annotations
+    assert RankingRound.objects.filter(active=True).get() == blind_round
+    page = _client(both).get(reverse("inference:round", args=[blind_round.pk])).content.decode()
+    offered = _numbers(*PredictionBox.objects.filter(model_version=OFFERED_MODEL,
+                                                     image=world["images"]["7-offered"]))
+    assert "7-offered.png" in page and "call is hidden from you" in page
+    assert not _found_numbers(page) & offered
+    admin_page = _client(world["users"]["admin"]).get(reverse("inference:round", args=[blind_round.pk]))
+    assert _found_numbers(admin_page.content.decode()) & offered  # an admin with no vote pending sees it
