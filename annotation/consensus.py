@@ -51,6 +51,20 @@ The consensus box
     the members' corners. The returned box carries the winning label and ``score=None``
     (the vote share is on the cluster).
 
+Model help (``merge_assisted``)
+    A box an expert accepted unchanged from the model's pre-annotations is the model's vote, not
+    the expert's (``ConsensusConfig.model_boxes = "model"``, the default; ``"expert"`` counts it
+    as the expert's own, as ``merge`` does). The model is one more voter, after every expert:
+    each distinct model box counts once however many experts accepted it (``group_model_boxes``:
+    same model version, same label, IoU >= ``MODEL_SAME_IOU``), with the weight of an average
+    expert. It enters the cluster's ``votes`` (the reviewer sees it) and the consensus box
+    (medoid), but never the dispute rules: ``too_few_experts`` and ``label_split`` are judged on
+    the independent experts only (the quorum is still ``q`` of the image's ``n`` experts, those who
+    accepted model boxes included), so a cluster the model alone supports is disputed, never
+    agreed, and the model never breaks the experts' tie. ``weak_overlap`` is judged on every box
+    of the cluster, the model's included. The winning label is the independent experts' (the
+    model's only when no expert drew the cluster); ``n_experts_found`` counts independent experts.
+
 ``merge`` is the vectorised implementation (all IoUs of an image in one numpy computation).
 ``naive_merge`` is a plain-Python version with greedy (best-IoU-first) assignment, kept as the
 benchmark baseline and as a cross-check: the two agree whenever no box could be matched to two
@@ -62,7 +76,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import combinations
 
@@ -80,6 +94,11 @@ WEAK_OVERLAP = "weak_overlap"
 #: Every reason a cluster can be disputed, in the order ``ClusterResult.reasons`` lists them.
 REASONS: tuple[str, ...] = (LABEL_SPLIT, TOO_FEW_EXPERTS, WEAK_OVERLAP)
 BOX_METHODS: tuple[str, ...] = ("medoid", "weighted_mean")
+MODEL_BOX_MODES: tuple[str, ...] = ("model", "expert")
+#: the model's voter id in ``merge_assisted`` results (sorts after any expert id)
+MODEL_VOTER = "~model"
+#: two accepted model boxes of one model version and label at this IoU or more are the same box
+MODEL_SAME_IOU = 0.9
 
 _WEIGHT_TOL = 1e-9  # weights are in expert units (about 1), so an absolute tolerance is enough
 _PIXEL_TOL = 1e-6  # medoid distances closer than this (in pixels) are a tie
@@ -102,12 +121,15 @@ class ConsensusConfig:
         label; None = strict majority of the image's experts, ``n_experts // 2 + 1``.
     weak_iou: a cluster of two or more whose mean pairwise IoU is below this is "weak_overlap".
     box_method: "medoid" or "weighted_mean" (see the module docstring).
+    model_boxes: "model" (a model box accepted unchanged is the model's vote, counted once) or
+        "expert" (it is the accepting expert's own vote); read by callers of ``merge_assisted``.
     """
 
     iou_threshold: float = 0.5
     quorum: int | None = None
     weak_iou: float = 0.6
     box_method: str = "medoid"
+    model_boxes: str = "model"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.iou_threshold, int | float) and 0.0 < self.iou_threshold <= 1.0):
@@ -121,6 +143,10 @@ class ConsensusConfig:
         if self.box_method not in BOX_METHODS:
             raise ValueError(
                 f"box_method must be one of {', '.join(BOX_METHODS)}, got {self.box_method!r}"
+            )
+        if self.model_boxes not in MODEL_BOX_MODES:
+            raise ValueError(
+                f"model_boxes must be one of {', '.join(MODEL_BOX_MODES)}, got {self.model_boxes!r}"
             )
 
     def quorum_for(self, n_experts: int) -> int:
@@ -522,3 +548,88 @@ def naive_merge(
             reasons=reasons,
         ))
     return results
+
+
+def group_model_boxes(boxes: Sequence[tuple[str, Box]]) -> list[list[int]]:
+    """Which of the accepted model boxes ``(model version, box)`` are one model box: groups of
+    indices, in first-seen order. A box joins the first group of the same model version and
+    label whose first box it overlaps at IoU >= ``MODEL_SAME_IOU`` (a pre-annotation accepted by
+    several experts, or a duplicated prediction)."""
+    groups: list[list[int]] = []
+    for i, (version, box) in enumerate(boxes):
+        for group in groups:
+            first_version, first = boxes[group[0]]
+            if first_version == version and first.label == box.label and iou(first, box) >= MODEL_SAME_IOU:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def merge_assisted(
+    annotations: Mapping[str, Sequence[Box]],
+    model_boxes: Sequence[Box] = (),
+    *,
+    n_experts: int | None = None,
+    weights: Mapping[str, float] | None = None,
+    config: ConsensusConfig = ConsensusConfig(),
+) -> list[ClusterResult]:
+    """``merge`` with the model as one extra voter whose boxes never count toward the quorum
+    (see "Model help" in the module docstring).
+
+    annotations: expert id -> the boxes the expert drew or changed (accepted-unchanged model boxes
+        left out); an expert whose only boxes were accepted model boxes is given with [] and still
+        counts toward ``n_experts``.
+    model_boxes: the distinct model boxes experts accepted unchanged (``group_model_boxes``).
+    Members ``(MODEL_VOTER, i)`` are ``model_boxes[i]``. Without model boxes: exactly ``merge``.
+    """
+    if MODEL_VOTER in annotations:
+        raise ValueError(f"{MODEL_VOTER!r} is the model's voter id; no expert may use it")
+    if not model_boxes:
+        return merge(annotations, n_experts=n_experts, weights=weights, config=config)
+    n = len(annotations) if n_experts is None else n_experts
+    if isinstance(n, bool) or not isinstance(n, int) or n < len(annotations):
+        raise ValueError(f"n_experts must be an integer, at least the {len(annotations)} experts who annotated")
+    quorum = config.quorum_for(n)
+    panel = {**annotations, MODEL_VOTER: tuple(model_boxes)}
+    panel_weights = None
+    unit = dict.fromkeys(annotations, 1.0)
+    if weights is not None:
+        given = [weights[e] for e in annotations if e in weights]
+        mean = sum(given) / len(given) if given and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in given
+        ) else 1.0
+        panel_weights = {**weights, MODEL_VOTER: mean}
+        unit = {e: weights[e] / mean for e in annotations if e in weights}
+    results = merge(panel, n_experts=n + 1, weights=panel_weights, config=replace(config, quorum=quorum))
+    out = []
+    for r in results:
+        independent = [(e, i) for e, i in r.members if e != MODEL_VOTER]
+        if len(independent) == len(r.members):
+            out.append(r)
+            continue
+        by_label = [0.0] * NUM_CLASSES
+        for e, i in independent:
+            by_label[_label_indices((annotations[e][i],))[0]] += unit[e]
+        total = sum(unit[e] for e, _ in independent)
+        if independent:
+            winner, tie = _winner(by_label)
+        else:
+            model_index = next(i for e, i in r.members if e == MODEL_VOTER)
+            winner, tie = _label_indices((model_boxes[model_index],))[0], False
+        reasons = _reasons(
+            tie=tie, several_labels=bool(independent) and by_label[winner] < total, winner_weight=by_label[winner],
+            n_found=len(independent), total_weight=total, mean_iou=r.mean_iou, quorum=quorum,
+            weak_iou=config.weak_iou,
+        )
+        if r.n_experts_found >= 2 and r.mean_iou < config.weak_iou and WEAK_OVERLAP not in reasons:
+            reasons = tuple(x for x in REASONS if x in reasons or x == WEAK_OVERLAP)
+        label = BETHESDA[winner]
+        box = r.box if r.box.label == label else Box(r.box.x, r.box.y, r.box.width, r.box.height, label)
+        out.append(ClusterResult(
+            members=r.members, box=box, votes=r.votes, label=label, vote_share=r.votes[winner],
+            n_experts_found=len(independent), mean_iou=r.mean_iou,
+            status=DISPUTED if reasons else AGREED, reasons=reasons,
+        ))
+    return out

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods
 
-from annotation import review_decisions, selectors, services
+from annotation import access, review_decisions, selectors, services
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from annotation.consensus import REASONS
 from annotation.geometry import Box, iou
@@ -441,8 +441,10 @@ def _confirm_verb(action: str, label: str, change: bool) -> str:
 @require_http_methods(["GET", "POST"])
 def cluster(request, pk: int):
     cluster = get_object_or_404(selectors.cluster_for_review(pk))
-    if cluster.image.consensus_at is None:
-        return render(request, "review/cluster.html", {"denied": True, "cluster": cluster}, status=403)
+    view = access.image_view(request.user, cluster.image)
+    if cluster.image.consensus_at is None or not view.consensus:
+        return render(request, "review/cluster.html", {"denied": True, "cluster": cluster, "why": view.why},
+                      status=403)
     if request.method == "GET":
         return render(request, "review/cluster.html", _review_context(request, cluster))
 
@@ -590,7 +592,22 @@ def _dashboard_context(request, datasets) -> dict:
     over_time = selectors.agreement_over_time(dataset)
     total = sum(p["clusters"] for p in over_time["points"])
     agreed = sum(p["agreed"] for p in over_time["points"])
+    # automation bias: how often each expert took the model's box as it was
+    acceptance = selectors.model_box_acceptance(dataset)
+    index_of = {e["user_id"]: e["index"] for e in experts}
+    helped_users = selectors.users_by_id([r["user_id"] for r in acceptance])
+    model_help = []
+    for row in acceptance:
+        user = helped_users.get(row["user_id"])
+        model_help.append({
+            **row, "index": index_of.get(row["user_id"]),
+            "name": (user.get_full_name() or user.get_username()) if user else f"user {row['user_id']}",
+            "accepted_percent": 100 * row["accepted"] / row["boxes"] if row["boxes"] else None,
+            "offered": row["accepted"] + row["edited"],
+        })
     context.update({
+        "model_help": model_help,
+        "model_help_any": any(r["offered"] for r in model_help),
         "stats": stats,
         "experts": experts,
         "pairwise": pairwise,

@@ -220,16 +220,33 @@ def _own_images(reviewer) -> Exists:
     return Exists(ExpertAnnotation.objects.filter(image=OuterRef("image_id"), annotator=reviewer))
 
 
+def _consensus_hidden_from(user) -> list[int]:
+    """Images with disputes whose consensus ``user`` may not see now (annotation.access: a
+    pending vote); none for a reviewer who sees everything (no query per image)."""
+    from annotation import access
+    from annotation.models import Cluster
+
+    if access.sees_everything(user):
+        return []
+    disputed = Image.objects.filter(pk__in=Cluster.objects.filter(status=Cluster.Status.DISPUTED).values("image_id"))
+    return [pk for pk, view in access.image_views(user, disputed).items() if not view.consensus]
+
+
 def disputed_clusters(*, reviewer=None, reason: str = "", grade: str = "", dataset: Dataset | None = None) -> QuerySet:
     """Disputed clusters, narrowed by a dispute reason, a grade some expert gave and a dataset.
 
     With ``reviewer``, clusters on images that reviewer annotated are left out unless
-    REVIEWERS_MAY_RESOLVE_OWN_IMAGES (another reviewer must resolve those)."""
+    REVIEWERS_MAY_RESOLVE_OWN_IMAGES (another reviewer must resolve those), and so are clusters
+    whose consensus the access rule hides from them (they may still vote on the image)."""
     from annotation.models import Cluster
 
     clusters = Cluster.objects.filter(status=Cluster.Status.DISPUTED)
     if reviewer is not None and not _reviewer_may_resolve_own():
         clusters = clusters.exclude(_own_images(reviewer))
+    if reviewer is not None:
+        hidden = _consensus_hidden_from(reviewer)
+        if hidden:
+            clusters = clusters.exclude(image_id__in=hidden)
     if reason:
         clusters = clusters.filter(_has_reason(reason))
     if grade:
@@ -332,6 +349,23 @@ def stored_reliabilities(dataset: Dataset) -> dict:
     from annotation.models import ExpertReliability
 
     return {r.user_id: r for r in ExpertReliability.objects.filter(dataset=dataset)}
+
+
+def model_box_acceptance(dataset: Dataset) -> list[dict]:
+    """Per expert who saved boxes on the dataset: boxes in all, model pre-annotations accepted
+    unchanged and model boxes they edited (ExpertBox.prediction_model / prediction_changed),
+    ordered by user id: [{user_id, boxes, accepted, edited}]."""
+    from annotation.models import ExpertBox
+
+    rows = (
+        ExpertBox.objects.filter(annotation__image__dataset=dataset).order_by().values("annotation__annotator")
+        .annotate(boxes=Count("id"),
+                  accepted=Count("id", filter=~Q(prediction_model="") & Q(prediction_changed=False)),
+                  edited=Count("id", filter=~Q(prediction_model="") & Q(prediction_changed=True)))
+        .order_by("annotation__annotator")
+    )
+    return [{"user_id": r["annotation__annotator"], "boxes": r["boxes"], "accepted": r["accepted"],
+             "edited": r["edited"]} for r in rows]
 
 
 def class_cluster_stats(dataset: Dataset) -> list[dict]:

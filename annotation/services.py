@@ -547,46 +547,73 @@ def simulated_expert_user(name: str):
     return user
 
 
+class ImageHeld(Exception):
+    """Someone else (a pathologist) holds the image now."""
+
+
 def _hold_for(image: Image, user) -> None:
+    """Hand ``image`` to a simulated expert the way next_assignment would; ImageHeld if a person
+    holds it (the one-active-assignment constraint), nothing written then."""
     from datetime import timedelta
 
+    from django.db import IntegrityError
     from django.utils import timezone
 
     from annotation.models import Assignment
 
-    Assignment.objects.update_or_create(
-        image=image, annotator=user,
-        defaults={"status": Assignment.Status.ACTIVE, "expires_at": timezone.now() + timedelta(minutes=5),
-                  "finished_at": None},
-    )
+    try:
+        with transaction.atomic():
+            Assignment.objects.update_or_create(
+                image=image, annotator=user,
+                defaults={"status": Assignment.Status.ACTIVE, "expires_at": timezone.now() + timedelta(minutes=5),
+                          "finished_at": None},
+            )
+    except IntegrityError:
+        raise ImageHeld(f"image {image.pk} is held by someone else") from None
 
 
 def simulate_dataset_experts(*, dataset: Dataset, n_experts: int, seed: int, progress: Progress | None = None) -> dict:
     """Simulated blind annotations for every image of ``dataset`` from its ground truth.
 
-    Each image's annotations go through ``save_expert_annotation`` (the path real ones take),
-    one transaction per image and expert; deterministic for (seed, image checksum, expert).
-    """
+    Each image's annotations go through ``submit_annotation`` (the path real ones take), all of
+    one image's experts in one transaction; deterministic for (seed, image checksum, expert).
+    An image a pathologist holds now is skipped whole (their work is never raced or outvoted
+    half-way) and listed under ``held``; running again later fills it in. Returns
+    ``{"experts": {name: {"annotations", "boxes", "profile"}}, "held": [image ids]}``."""
+    from annotation.models import Assignment
     from annotation.simulation import default_panel, simulate_panel
 
     panel = default_panel(n_experts, seed)
     users = {p.name: simulated_expert_user(p.name) for p in panel}
     summary = {p.name: {"annotations": 0, "boxes": 0, "profile": p.role or "expert"} for p in panel}
-    images = list(Image.objects.filter(dataset=dataset).prefetch_related("ground_truth"))
+    held: list[int] = []
+    release_expired_assignments()
+    images = list(Image.objects.filter(dataset=dataset).order_by("pk").prefetch_related("ground_truth"))
+    sim_ids = [u.pk for u in users.values()]
     for done, image in enumerate(images, start=1):
         truth = [b.as_box() for b in image.ground_truth.all()]
         panel_boxes = simulate_panel(truth, image.width, image.height, panel, seed, image.checksum)
-        for name, boxes in panel_boxes.items():
-            # the path real annotations take: an assignment, then submit (outbox to Label Studio,
-            # consensus once the image has its N annotations)
-            _hold_for(image, users[name])
-            submit_annotation(image=image, annotator=users[name], boxes=boxes,
-                              origin=ExpertAnnotation.Origin.SIMULATED)
-            summary[name]["annotations"] += 1
-            summary[name]["boxes"] += len(boxes)
+        if Assignment.objects.filter(image=image, status=Assignment.Status.ACTIVE).exclude(
+                annotator__in=sim_ids).exists():
+            held.append(image.pk)
+        else:
+            try:
+                # the path real annotations take: an assignment, then submit (outbox to Label
+                # Studio, consensus once the image has its N annotations)
+                with transaction.atomic():
+                    for name, boxes in panel_boxes.items():
+                        _hold_for(image, users[name])
+                        submit_annotation(image=image, annotator=users[name], boxes=boxes,
+                                          origin=ExpertAnnotation.Origin.SIMULATED)
+            except ImageHeld:  # a pathologist took it between the check and the hold
+                held.append(image.pk)
+            else:
+                for name, boxes in panel_boxes.items():
+                    summary[name]["annotations"] += 1
+                    summary[name]["boxes"] += len(boxes)
         if progress:
             progress(done, len(images))
-    return summary
+    return {"experts": summary, "held": held}
 
 
 def ensure_thumbnail(*, image: Image) -> bool:
@@ -1621,7 +1648,8 @@ def request_another_expert(*, image: Image, reviewer, comment: str = "", cluster
 
 
 def cluster_label_matrix(dataset: Dataset):
-    """Items (non-rejected clusters) x experts label matrix (-1 = the expert did not draw it),
+    """Items (non-rejected clusters) x experts label matrix (-1 = the expert did not draw it, or
+    only accepted the model's box there),
     the consensus label of each cluster, and the experts' user ids (column order)."""
     import numpy as np
 
@@ -1632,13 +1660,16 @@ def cluster_label_matrix(dataset: Dataset):
         Cluster.objects.filter(image__dataset=dataset).exclude(status=Cluster.Status.REJECTED)
         .values_list("members", "label", "created_at", "status")
     )
-    experts = sorted({m["expert"] for members, *_ in clusters for m in members})
+    # a model box an expert accepted unchanged is the model's vote, not the expert's: left out
+    # of the expert's agreement (as if not labelled by them)
+    experts = sorted({m["expert"] for members, *_ in clusters for m in members if not m.get("model_vote")})
     column = {e: j for j, e in enumerate(experts)}
     labels = np.full((len(clusters), len(experts)), -1, dtype=np.int64)
     consensus = np.full(len(clusters), -1, dtype=np.int64)
     for i, (members, label, _, _) in enumerate(clusters):
         for m in members:
-            labels[i, column[m["expert"]]] = BETHESDA.index(m["label"])
+            if not m.get("model_vote"):
+                labels[i, column[m["expert"]]] = BETHESDA.index(m["label"])
         consensus[i] = BETHESDA.index(label)
     return labels, consensus, experts, clusters
 

@@ -251,3 +251,28 @@ def test_training_truth_reads_one_box_per_lesion(panel):
     labels = {b.label: votes for b, votes in truth}
     assert labels.keys() == {"NILM", "LSIL", "ASC-H", "SCC"}  # HSIL superseded by the consensus
     assert labels["NILM"][0] == pytest.approx(1.0) and labels["SCC"] is None
+
+
+@pytest.mark.labelstudio
+@pytest.mark.django_db(transaction=True)
+def test_label_studio_ground_truth_is_the_current_truth_one_box_per_lesion(label_studio, imported, make_user):
+    from annotation import labelstudio
+    from annotation.services import flush_outbox
+
+    ds, _, _ = imported
+    image = Image.objects.filter(dataset=ds).order_by("original_name").first()
+    experts = [make_user(f"e{i}@example.org", roles=["pathologist"]) for i in range(3)]
+    for user, label in zip(experts, ["NILM", "LSIL", "HSIL"], strict=True):  # lesion 0 agreed, lesion 1 disputed
+        _annotate(image, user, [Box(20.0, 20.0, 60.0, 60.0, "LSIL"), Box(160.0, 40.0, 60.0, 60.0, label)])
+    compute_consensus(image=image)
+    reviewer = make_user("judge@example.org", roles=["reviewer"])
+    resolve_cluster(cluster=Cluster.objects.get(image=image, status="disputed"), reviewer=reviewer, label="HSIL")
+    flush_outbox()
+    image.refresh_from_db()
+    remote = [a for a in labelstudio.task_annotations(image.ls_task_id) if a.ground_truth]
+    assert len(remote) == 1
+    sent = sorted(labelstudio.result_to_boxes(remote[0].model_dump()["result"], image.width, image.height),
+                  key=Box.sort_key)
+    current = sorted((b.as_box() for b in GroundTruthBox.objects.filter(image=image)), key=Box.sort_key)
+    assert sent == current and len(sent) == len(LESIONS)
+    assert {b.label for b in sent} == {"LSIL", "HSIL", "ASC-H", "SCC"}

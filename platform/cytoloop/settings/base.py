@@ -77,8 +77,16 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # one writer at a time: wait for the lock instead of failing while the worker writes
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # The embedded database is shared by the web server, the worker and commands (several
+    # processes). SQLite allows one writer at a time; measured with simulate_experts beside a
+    # consensus recompute in another process, a busy timeout alone still failed ("database is
+    # locked": a transaction that starts reading and then writes cannot wait for the lock). So:
+    # every transaction takes the write lock when it begins (BEGIN IMMEDIATE) and waits up to
+    # `timeout` seconds for it; WAL lets readers go on while one process writes.
+    _sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _sqlite_options.setdefault("timeout", env.int("SQLITE_BUSY_TIMEOUT_S", default=30))
+    _sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
+    _sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -202,6 +210,9 @@ CONSENSUS_QUORUM = env.int("CONSENSUS_QUORUM", default=0) or None
 CONSENSUS_WEAK_IOU = env.float("CONSENSUS_WEAK_IOU", default=0.6)
 CONSENSUS_BOX_METHOD = env.str("CONSENSUS_BOX_METHOD", default="medoid")  # or weighted_mean
 CONSENSUS_WEIGHTING = env.str("CONSENSUS_WEIGHTING", default="equal")  # or reliability
+#: "model": a model pre-annotation accepted unchanged is the model's vote (once, never toward the
+#: quorum); "expert": it counts as the accepting expert's own vote
+CONSENSUS_MODEL_BOXES = env.str("CONSENSUS_MODEL_BOXES", default="model")
 #: reviewers may not resolve clusters on images they annotated themselves
 REVIEWERS_MAY_RESOLVE_OWN_IMAGES = env.bool("REVIEWERS_MAY_RESOLVE_OWN_IMAGES", default=False)
 CELERY_BEAT_SCHEDULE["consensus-sweep"] = {"task": "annotation.consensus_sweep", "schedule": 120.0}
