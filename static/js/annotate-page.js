@@ -29,6 +29,7 @@
 
   function say(text, isError) {
     state.textContent = text;
+    state.title = text; // the bar may cut a long message short
     state.classList.toggle("error", Boolean(isError));
     state.classList.toggle("muted", !isError);
   }
