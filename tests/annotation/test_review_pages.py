@@ -668,3 +668,19 @@ def test_a_rejection_can_be_changed_back_into_a_grade_with_one_current_truth(as_
     assert _confirmed(as_reviewer, _url(cluster), {"action": "label", "label": "HSIL"}).status_code == 302
     assert [(b.label, b.source) for b in GroundTruthBox.objects.filter(image_id=cluster.image_id)] == [("HSIL", "review")]
     assert [e.action for e in AuditEntry.objects.filter(cluster_id=cluster.pk).order_by("id")] == ["reject", "accept"]
+
+
+def test_a_reviewer_who_may_still_vote_on_an_image_is_kept_blind_to_its_disputes(client, queue, make_user):
+    """A pathologist-reviewer who has not annotated an image that still lacks a vote (an extra
+    expert was asked) may be handed it: its disputes, votes and experts stay hidden from them."""
+    cluster = queue["severe"]
+    asker = make_user("asker@example.org", roles=["reviewer"])
+    services.request_another_expert(image=cluster.image, reviewer=asker)
+    both = make_user("both@example.org", roles=["pathologist", "reviewer"])
+    client.force_login(both)
+    page = client.get(_url(cluster))
+    assert page.status_code == 403 and "expert1@example.org" not in page.content.decode()
+    assert client.post(_url(cluster), {"action": "label", "label": "HSIL"}).status_code == 403
+    assert cluster.pk not in _rows(client.get(reverse("review:disputes")))
+    assert f'data-cluster="{cluster.pk}"' not in client.get("/").content.decode()
+    assert Cluster.objects.get(pk=cluster.pk).status == "disputed"
