@@ -156,6 +156,7 @@ def test_each_row_shows_thumbnail_votes_reasons_risk_and_age(as_reviewer, queue)
     assert "rq" in row and "LSIL" in row and "not drawn" in row
     assert "too few experts" in row and ">3<" in row  # risk: LSIL called negative
     assert "hour" in row and f'href="{_url(queue["alone"])}"' in row
+    assert re.search(r'class="muted nowrap found-at">\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2} UTC<', row)
 
 
 def test_the_queue_filters_by_reason_with_counts(as_reviewer, queue):
