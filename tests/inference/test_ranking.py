@@ -121,6 +121,20 @@ def test_a_round_allowing_preannotations_names_its_models_on_the_selected_images
     assert not Image.objects.filter(dataset=dataset).exclude(preannotation_model="").exists()
 
 
+def test_migration_names_the_models_of_an_active_round_started_before_the_field_existed(predicted):
+    import importlib
+
+    from django.apps import apps
+
+    dataset, images, det, cls = predicted
+    start_ranking_round(dataset=dataset, strategy="clinical_cost", k=1, allow_preannotations=True)
+    Image.objects.update(preannotation_model="")  # as stored before annotation 0007
+    importlib.import_module("inference.migrations.0002_preannotation_model_from_active_rounds") \
+        .name_active_rounds_models(apps, None)
+    named = dict(Image.objects.exclude(preannotation_model="").values_list("pk", "preannotation_model"))
+    assert named == {images[1].pk: "detector-1+classifier-1"}
+
+
 def test_editor_shows_the_rounds_predictions_only_when_allowed(predicted, make_user, client):
     dataset, images, det, cls = predicted
     pathologist = make_user("p@lab.org", roles=["pathologist"])
