@@ -11,6 +11,7 @@ from annotation.geometry import Box, ImageRecord, iou
 from annotation.models import Assignment, AuditEntry, Cluster, ExpertBox, GroundTruthBox, Image
 from annotation.services import (
     compute_consensus,
+    dataset_records,
     ensure_dataset,
     import_images,
     recompute_dataset,
@@ -87,6 +88,8 @@ def test_current_truth_never_outgrows_the_lesions_from_import_to_reimport(import
     assert sorted(GroundTruthBox.objects.filter(image__dataset=ds).values_list("id", flat=True)) == before
     # nothing was erased: every source is still there as history
     assert GroundTruthBox.with_history.filter(image__dataset=ds).count() > len(before)
+    # the export (and so a re-import elsewhere) carries the current truth only
+    assert sum(len(r.boxes) for r in dataset_records(ds)) == len(before)
 
 
 def test_simulated_experts_read_current_truth_and_no_matched_box_shows_as_not_drawn(imported, make_user):
