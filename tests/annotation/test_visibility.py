@@ -449,3 +449,15 @@ def test_round_page_hides_the_models_call_from_an_admin_who_has_a_vote_pending_o
     assert not _found_numbers(page) & offered
     admin_page = _client(world["users"]["admin"]).get(reverse("inference:round", args=[blind_round.pk]))
     assert _found_numbers(admin_page.content.decode()) & offered  # an admin with no vote pending sees it
+
+
+def test_thumbnails_are_the_plain_image_with_no_box_drawn(world):
+    from django.core.files.storage import default_storage
+
+    from annotation.imaging import make_thumbnail
+
+    image = world["images"]["4-consensus"]  # has ground truth, predictions and experts' boxes
+    assert services.ensure_thumbnail(image=image)
+    with default_storage.open(image.file.name, "rb") as original, default_storage.open(image.thumbnail.name,
+                                                                                       "rb") as thumb:
+        assert thumb.read() == make_thumbnail(original.read())
