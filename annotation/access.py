@@ -66,11 +66,6 @@ class ImageView:
     #: why, in words, for the page to say (empty when everything is shown)
     why: str = ""
 
-    @property
-    def everything(self) -> bool:
-        return self.others_boxes and self.ground_truth and self.consensus and self.predictions \
-            and not self.prediction_model
-
 
 NOTHING = ImageView(may_open=False, own_boxes=False, others_boxes=False, ground_truth=False, predictions=False,
                     consensus=False, why="You hold no role in CytoLoop.")
