@@ -26,9 +26,12 @@ def queue(request) -> dict:
         Assignment.objects.filter(annotator=user, status=Assignment.Status.ACTIVE, expires_at__gte=timezone.now())
         .select_related("image", "image__dataset").first()
     )
-    total = progress["done"] + progress["skipped"] + progress["remaining"] + (1 if current else 0)
+    # what the queue page says too: the images still to do, the one held now included
+    waiting = progress.get("waiting", progress["remaining"] + (1 if current else 0))
+    total = progress["done"] + progress["skipped"] + waiting
     return {
         **progress,
+        "waiting": waiting,
         "total": total,
         "percent": round(100 * progress["done"] / total) if total else 0,
         "current": current,

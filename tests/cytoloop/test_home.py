@@ -70,6 +70,7 @@ def test_a_pathologist_sees_their_progress_and_a_button_that_opens_the_next_imag
     now_held = Assignment.objects.get(annotator=pathologist, status="active")
     assert opened.status_code == 302 and opened["Location"] == reverse("annotate:annotate", args=[now_held.image_id])
     queue = _section(client.get("/").content.decode(), "home-queue")
+    assert re.search(r"<strong>1</strong> of <strong>3</strong> done", queue) and "2 waiting" in queue  # the held one too
     assert f"until {format_when(now_held.expires_at)}" in queue
     assert f'href="{reverse("annotate:annotate", args=[now_held.image_id])}" id="open-next"' in queue
 
