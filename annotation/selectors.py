@@ -136,11 +136,9 @@ def position_in(images: QuerySet[Image], image: Image) -> int:
     return images.filter(Q(original_name__lt=name) | Q(original_name=name, id__lt=image.pk)).count() + 1
 
 
-def image_ground_truth(image: Image) -> QuerySet[GroundTruthBox]:
-    return GroundTruthBox.objects.filter(image=image).order_by("id")
-
-
 def image_predictions(image: Image) -> QuerySet[PredictionBox]:
+    """Every model box of the image, unguarded: for pages only reviewers reach after consensus
+    (the review page); anything else reads them through annotation.access.predictions."""
     return PredictionBox.objects.filter(image=image).order_by("-score", "id")
 
 
