@@ -1200,7 +1200,9 @@ def _annotation_rows(image_ids) -> dict[int, list]:
     return {image_id: sorted(anns.values()) for image_id, anns in rows.items()}
 
 
-def _signature(rows) -> str:
+def _signature(rows, model_boxes: str = "model") -> str:
+    """What the image's consensus depends on; ``model_boxes`` (CONSENSUS_MODEL_BOXES) only enters
+    for boxes accepted unchanged from the model, so switching it recomputes exactly those images."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -1209,7 +1211,7 @@ def _signature(rows) -> str:
         for box_id, b, model in boxes:
             digest.update(f"{box_id},{b.x!r},{b.y!r},{b.width!r},{b.height!r},{b.label}|".encode())
             if model is not None:  # boxes without model help keep the signatures they had
-                digest.update(f"model={model}|".encode())
+                digest.update(f"model={model};{model_boxes}|".encode())
     return digest.hexdigest()
 
 
@@ -1390,7 +1392,7 @@ def compute_consensus(*, image: Image, force: bool = False) -> str:
         rows = _annotation_rows([image.pk]).get(image.pk, [])
         if len(rows) < required_experts(image) and not force:
             return "not_ready"
-        signature = _signature(rows)
+        signature = _signature(rows, consensus_config().model_boxes)
         state = ConsensusState.objects.filter(image=image).first()
         if state is not None and state.signature == signature and not force:
             from django.utils import timezone
@@ -1422,7 +1424,7 @@ def recompute_dataset(*, dataset: Dataset, force: bool = False, chunk: int = 200
         ids = ready[start:start + chunk]
         rows = _annotation_rows(ids)
         old = dict(ConsensusState.objects.filter(image_id__in=ids).values_list("image_id", "signature"))
-        signatures = {i: _signature(rows.get(i, [])) for i in ids}
+        signatures = {i: _signature(rows.get(i, []), config.model_boxes) for i in ids}
         todo = [i for i in ids if force or old.get(i) != signatures[i]]
         stats["unchanged"] += len(ids) - len(todo)
         built = {i: _build_consensus(i, rows.get(i, []), config, weights) for i in todo}

@@ -83,3 +83,49 @@ def test_command_reports_per_expert_and_refuses_unknown_dataset(dataset_with_tru
     assert "expert1: 40 annotations" in result.stdout
     bad = manage("simulate_experts", "nope")
     assert bad.returncode != 0 and "no dataset named 'nope'" in bad.stderr
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    records = []
+    for i in range(3):
+        (folder / f"s{i}.png").write_bytes(png_bytes(2000 + i, size=(200, 150)))
+        records.append(ImageRecord(f"s{i}.png", 200, 150, (Box(20.0, 20.0, 50.0, 50.0, "HSIL"),)))
+    ann = tmp_path / "small.json"
+    ann.write_text(json.dumps(to_coco(records)))
+    ds = ensure_dataset(name="held", experts_per_image=3)[0]
+    import_images(dataset=ds, path=folder, annotations=ann)
+    return ds
+
+
+def test_an_image_a_pathologist_holds_is_skipped_and_reported(small_dataset, make_user, transactional_db):
+    from annotation.models import Assignment
+    from annotation.services import next_assignment
+
+    person = make_user("holder@example.org", roles=["pathologist"])
+    held = next_assignment(annotator=person, dataset=small_dataset)  # the normal state: someone is working
+    result = manage("simulate_experts", "held", "--experts", "3", "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    assert "expert1: 2 annotations" in result.stdout
+    assert f"skipped 1 image(s) a pathologist is holding now (ids {held.image_id})" in result.stdout
+    assert not ExpertAnnotation.objects.filter(image=held.image).exists()
+    assert ExpertAnnotation.objects.filter(image__dataset=small_dataset).count() == 2 * 3
+    assert Assignment.objects.get(pk=held.pk).status == "active"  # their hold is untouched
+
+    Assignment.objects.filter(pk=held.pk).update(status="released")  # once released, a rerun fills it
+    assert simulate_dataset_experts(dataset=small_dataset, n_experts=3, seed=2)["held"] == []
+    assert ExpertAnnotation.objects.filter(image=held.image).count() == 3
+
+
+def test_a_failing_command_says_one_line_without_traceback(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(DJANGO_SETTINGS_MODULE="cytoloop.settings.local", CYTOLOOP_VAR_DIR=str(tmp_path))
+    result = manage("simulate_experts", "sim", env=env)  # an empty, never migrated database
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "database error" in lines[0], result.stderr
