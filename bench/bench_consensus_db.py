@@ -68,11 +68,12 @@ def _populate(dataset, experts) -> None:
             for user, boxes in zip(experts, scene.values(), strict=True):
                 ann = ann_ids[(image_id, user.pk)]
                 for b in filter(None, (clip_box(b, 1636, 1088) for b in boxes)):
-                    buffer.write(f"{ann}\t{b.x!r}\t{b.y!r}\t{b.width!r}\t{b.height!r}\t{b.label}\n")
+                    buffer.write(f"{ann}\t{b.x!r}\t{b.y!r}\t{b.width!r}\t{b.height!r}\t{b.label}\t\n")
         buffer.seek(0)
         with connection.cursor() as cursor:
             cursor.cursor.copy_expert(
-                "COPY annotation_expertbox (annotation_id, x, y, width, height, label) FROM STDIN", buffer)
+                "COPY annotation_expertbox (annotation_id, x, y, width, height, label, prediction_model) FROM STDIN",
+                buffer)
 
 
 def main() -> int:

@@ -126,12 +126,14 @@ def test_the_expert_setting_counts_accepted_model_boxes_as_the_experts_own(helpe
     from annotation.models import Cluster
     from annotation.services import compute_consensus
 
-    settings.CONSENSUS_MODEL_BOXES = "expert"
     image, (e1, e2, e3), save = helped
     save(e1, ("accepted", None))
     save(e2, ("accepted", None))
     save(e3, ("drawn", Box(11.0, 10.0, 40.0, 40.0, "LSIL")))
     compute_consensus(image=image)
+    assert Cluster.objects.get(image=image).status == "disputed"
+    settings.CONSENSUS_MODEL_BOXES = "expert"
+    assert compute_consensus(image=image) == "computed"  # the switch alone recomputes what it changes
     cluster = Cluster.objects.get(image=image)
     assert cluster.status == "agreed" and cluster.n_experts_found == 3
     assert not any(m.get("model_vote") for m in cluster.members)
