@@ -369,12 +369,19 @@ def _completed_by_id(ls_annotation) -> int | None:
 
 
 def push_predictions(image, boxes: Sequence[Box], *, model_version: str, score: float | None = None) -> int:
-    """Model pre-annotations for the image's task (score per box and overall)."""
+    """Model pre-annotations for the image's task (score per box and overall). Idempotent per
+    (task, model_version): a push whose reply was lost is found, not made twice."""
     _ensure_task(image)
     ls = client()
     result = boxes_to_result(boxes, image.width, image.height, with_score=True)
     overall = score if score is not None else (max((b.score or 0.0) for b in boxes) if boxes else 0.0)
-    with _translate_errors():
+    from annotation.remote_locks import remote_lock
+
+    with remote_lock("ls-predictions", image.pk), _translate_errors():
+        existing = next((p for p in ls.predictions.list(task=image.ls_task_id) if p.model_version == model_version),
+                        None)
+        if existing is not None:
+            return existing.id
         prediction = ls.predictions.create(
             task=image.ls_task_id, result=result, score=overall, model_version=model_version
         )

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connection
 
 #: advisory-lock namespaces (the first key of pg_advisory_lock's two-int form)
-KINDS = ("ls-project", "ls-tasks", "ls-user", "ls-annotation", "ls-ground-truth")
+KINDS = ("ls-project", "ls-tasks", "ls-user", "ls-annotation", "ls-ground-truth", "ls-predictions")
 
 
 def _namespace(kind: str) -> int:

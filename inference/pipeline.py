@@ -3,6 +3,9 @@
     images (uint8 RGB, any size)
       -> letterbox to the detector's input, batched across images     (CPU threads)
       -> detector SavedModel -> decode + per-class NMS, boxes back in image pixels
+      -> one box per lesion: NMS across classes (a box kept in several detector classes, as
+         per-class NMS does for mAP, would otherwise be cropped and graded once per class:
+         exact copies with one label and score)
       -> boxes above the operating threshold -> crops with a context margin (CPU threads)
       -> classifier SavedModel, batched across every crop of every image in the batch
       -> per cluster: six class probabilities + embedding; per image: the verdict
@@ -65,6 +68,7 @@ class PipelineConfig:
     batch_crops: int = 64  # crops per classifier batch
     workers: int = 2  # CPU threads for decoding, letterboxing and cropping
     max_clusters: int = 100  # most clusters kept per image (highest detector scores first)
+    cluster_iou: float = 0.45  # boxes of any detector classes overlapping above this are one cluster
     jit: bool | None = None  # XLA-compile both forward passes; None: when a GPU is present
 
 
@@ -122,8 +126,9 @@ class TwoStepPipeline:
         boxes, scores = self._detect(canvases)
         found = postprocess(np.asarray(boxes), np.asarray(scores), [info for _, info in boxed],
                             score_threshold=min(self.config.threshold, 0.999),
-                            max_detections=self.config.max_clusters)
-        return [d.above(self.config.threshold) for d in found]
+                            max_detections=self.config.max_clusters * max(self.num_classes, 1))
+        return [one_box_per_lesion(d.above(self.config.threshold), self.config.cluster_iou,
+                                   self.config.max_clusters) for d in found]
 
     def _crops(self, item) -> np.ndarray:
         from annotation.geometry import Box
@@ -183,6 +188,20 @@ class TwoStepPipeline:
                 yield from zip(batch, self._predict(images, pool), strict=True)
                 if progress:
                     progress(len(batch))
+
+
+def one_box_per_lesion(detections, iou_threshold: float, max_clusters: int | None = None):
+    """NMS across detector classes: of boxes overlapping above ``iou_threshold`` whatever their
+    class, the highest-scoring one stays (with its class); at most ``max_clusters``, best first."""
+    from training.detection.nms import Detections, nms
+
+    if len(detections) == 0:
+        return detections
+    boxes, scores, classes = detections.boxes, detections.scores, detections.classes
+    # equal scores (float32 ties) are taken left to right, top to bottom: the same on every backend
+    order = np.lexsort((classes, boxes[:, 1], boxes[:, 0], -scores))
+    keep = order[nms(boxes[order], scores[order], iou_threshold, max_clusters)]
+    return Detections(boxes[keep], scores[keep], classes[keep])
 
 
 _CACHE: dict[tuple, TwoStepPipeline] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotation.bethesda import BETHESDA
@@ -144,12 +144,16 @@ def store_prediction(*, image: Image, result, job: PredictionJob | None = None,
     classifier's call and probability) with its detail. Idempotent per (image, versions)."""
     detector = detector or job.detector_version
     classifier = classifier or job.classifier_version
-    existing = ImagePrediction.objects.filter(image=image, detector_version=detector,
-                                              classifier_version=classifier).first()
+    same = ImagePrediction.objects.filter(image=image, detector_version=detector, classifier_version=classifier)
+    existing = same.first()
     if existing is not None:
         return existing
-    prediction = ImagePrediction.objects.create(image=image, job=job, detector_version=detector,
-                                                classifier_version=classifier, verdict=result.verdict)
+    try:  # a redelivered task beside the first one: the unique constraint lets one of them write
+        with transaction.atomic():
+            prediction = ImagePrediction.objects.create(image=image, job=job, detector_version=detector,
+                                                        classifier_version=classifier, verdict=result.verdict)
+    except IntegrityError:
+        return same.get()
     name = prediction.model_version
     for cluster in result.clusters:
         x, y, w, h = cluster.box

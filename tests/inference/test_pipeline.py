@@ -145,3 +145,26 @@ def test_models_exported_under_mixed_precision_run_in_the_pipeline(exported, ima
     assert p_half.dtype == np.float32 and np.isfinite(e_half).all()
     np.testing.assert_allclose(p_half.sum(axis=1), 1.0, atol=1e-3)
     np.testing.assert_allclose(p_half, p_full, atol=2e-2)
+
+
+def overlapping_same_label_pairs(clusters, iou_above: float = 0.9) -> list[tuple[int, int, float]]:
+    """Pairs of clusters of one image with one label whose boxes overlap at IoU > ``iou_above``."""
+    from training.detection.boxes import box_iou, xywh_to_xyxy
+
+    pairs = []
+    boxes = xywh_to_xyxy(np.asarray([c.box for c in clusters], dtype=np.float64).reshape(-1, 4))
+    iou = box_iou(boxes, boxes) if len(clusters) else np.zeros((0, 0))
+    for i in range(len(clusters)):
+        for j in range(i + 1, len(clusters)):
+            if clusters[i].label == clusters[j].label and iou[i, j] > iou_above:
+                pairs.append((i, j, float(iou[i, j])))
+    return pairs
+
+
+def test_one_lesion_found_in_several_detector_classes_is_one_cluster(exported, images):
+    # Per-class NMS keeps a box once per detector class it scores in (right for mAP); the classifier
+    # then grades the same crop twice, so each copy came out with the same box, label and score.
+    results = TwoStepPipeline(*exported, PipelineConfig(threshold=0.0)).predict(images)
+    assert sum(len(r.clusters) for r in results) > 3
+    for result in results:
+        assert overlapping_same_label_pairs(result.clusters) == []

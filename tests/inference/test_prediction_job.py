@@ -108,3 +108,108 @@ def test_predictions_are_kept_while_label_studio_is_down_and_pushed_on_the_next_
     assert ImagePrediction.objects.filter(ls_prediction_id__isnull=True).count() == 2  # kept, pending
     again = run_prediction_job(start_prediction_job(dataset=dataset, enqueue=False).pk)
     assert again.progress["pushed"] == 2 and not ImagePrediction.objects.filter(ls_prediction_id__isnull=True).exists()
+
+
+def prediction_rows(dataset):
+    """Every stored prediction of the dataset, as comparable tuples."""
+    return (sorted(ImagePrediction.objects.filter(image__dataset=dataset).values_list("id", "image_id", "verdict")),
+            sorted(PredictionBox.objects.filter(image__dataset=dataset).values_list(
+                "id", "image_id", "x", "y", "width", "height", "label", "score", "model_version")),
+            sorted(ClusterPrediction.objects.filter(image_prediction__image__dataset=dataset).values_list(
+                "id", "box_id", "detector_score", "detector_class")))
+
+
+def test_no_two_predictions_of_an_image_overlap_with_one_label(exported, tmp_path, settings):
+    from training.detection.boxes import box_iou, xywh_to_xyxy
+
+    dataset = make_dataset(tmp_path, "no-copies", 2)
+    promote_models(exported, Path(settings.MEDIA_ROOT), dataset)
+    job = run_prediction_job(start_prediction_job(dataset=dataset, push_to_label_studio=False, enqueue=False).pk)
+    assert job.status == "succeeded", job.error
+    for image in Image.objects.filter(dataset=dataset):
+        boxes = list(PredictionBox.objects.filter(image=image))
+        assert len(boxes) > 1  # threshold 0: an untrained detector finds many
+        iou = box_iou(*(2 * [xywh_to_xyxy(np.asarray([[b.x, b.y, b.width, b.height] for b in boxes]))]))
+        copies = [(a.label, a.score, round(float(iou[i, j]), 3)) for i, a in enumerate(boxes)
+                  for j, b in enumerate(boxes) if i < j and a.label == b.label and iou[i, j] > 0.9]
+        assert copies == [], f"image {image.pk}: {len(copies)} near-copies of {len(boxes)}"
+
+
+def test_running_a_prediction_job_again_changes_nothing(exported, tmp_path, settings):
+    dataset = make_dataset(tmp_path, "rerun", 2)
+    promote_models(exported, Path(settings.MEDIA_ROOT), dataset)
+    job = run_prediction_job(start_prediction_job(dataset=dataset, push_to_label_studio=False, enqueue=False).pk)
+    before = prediction_rows(dataset)
+    assert job.status == "succeeded" and before[1]
+    # the task redelivered (acks_late after a lost worker finds the job still running) ...
+    PredictionJob.objects.filter(pk=job.pk).update(status=PredictionJob.Status.RUNNING)
+    assert run_prediction_job(job.pk).progress["predicted"] == 0
+    # ... and a second job for the same models
+    run_prediction_job(start_prediction_job(dataset=dataset, push_to_label_studio=False, enqueue=False).pk)
+    assert prediction_rows(dataset) == before
+
+
+def test_two_workers_storing_one_image_keep_one_prediction(tmp_path, settings):
+    # A redelivered task runs beside the first: both find no prediction and insert; the second
+    # waits on the unique index, then must return the first one's rows, not fail the job.
+    import threading
+    import time
+
+    from django.db import connection, connections, transaction
+
+    from inference.pipeline import ClusterResult, ImageResult
+    from inference.services import store_prediction
+
+    dataset = make_dataset(tmp_path, "race", 1)
+    dv = DatasetVersion.objects.create(dataset=dataset, number=1, splits={})
+    detector, classifier = (ModelVersion.objects.create(kind=kind, name=f"{kind}-race", dataset_version=dv, config={}, metrics={})
+                            for kind in ("detector", "classifier"))
+    image = Image.objects.get(dataset=dataset)
+    result = ImageResult([ClusterResult((1, 2, 30, 20), 0.9, "HSIL", np.eye(6)[4], np.ones(4, np.float32))])
+    outcome = {}
+
+    def second_worker():
+        try:
+            outcome["stored"] = store_prediction(image=image, result=result, detector=detector, classifier=classifier)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        first = store_prediction(image=image, result=result, detector=detector, classifier=classifier)
+        worker = threading.Thread(target=second_worker)
+        worker.start()
+        with connection.cursor() as cursor:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # until the second insert waits on our uncommitted row
+                cursor.execute("SELECT pg_stat_clear_snapshot()")  # else one snapshot per transaction
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+                if cursor.fetchone()[0]:
+                    break
+                if not worker.is_alive():
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail("the second worker never waited on the first one's insert")
+    worker.join(20)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["stored"].pk == first.pk
+    assert ImagePrediction.objects.filter(image=image).count() == 1 and PredictionBox.objects.filter(image=image).count() == 1
+
+
+def test_a_preannotation_whose_push_reply_was_lost_is_not_pushed_twice(label_studio, exported, tmp_path, settings):
+    dataset = make_dataset(tmp_path, "lost-reply", 1)
+    promote_models(exported, Path(settings.MEDIA_ROOT), dataset)
+    run_prediction_job(start_prediction_job(dataset=dataset, enqueue=False).pk)
+    stored = ImagePrediction.objects.get(image__dataset=dataset)
+    pushed_id = stored.ls_prediction_id
+    assert pushed_id is not None
+    # Label Studio created it but the worker died before recording the id: the next run pushes again
+    ImagePrediction.objects.filter(pk=stored.pk).update(ls_prediction_id=None)
+    again = run_prediction_job(start_prediction_job(dataset=dataset, enqueue=False).pk)
+    assert again.status == "succeeded", again.error
+    assert [p.id for p in labelstudio.client().predictions.list(task=stored.image.ls_task_id)] == [pushed_id]
+    stored.refresh_from_db()
+    assert stored.ls_prediction_id == pushed_id
