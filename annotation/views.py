@@ -137,6 +137,7 @@ def gallery(request, name: str):
         "pages": pages,
         "cards": cards,
         "matching": page.paginator.count,
+        "blind": shown is not None,  # some images' ground truth is hidden from this user
         "total": sum(selectors.split_counts(dataset).values()) if label else sum(by_split.values()),
     }
     if request.htmx:

@@ -354,7 +354,9 @@ def test_gallery_label_filter_and_tags_count_only_ground_truth_the_user_may_see(
     response = blind.get(gallery + "?label=ASC-H")  # every image's imported truth is ASC-H
     assert response.context["matching"] == 0
     assert {link["value"]: link["count"] for link in response.context["label_links"] if link["value"]}["ASC-H"] == 0
-    assert 'class="tag lab-' not in blind.get(gallery).content.decode()
+    page = blind.get(gallery).content.decode()
+    assert 'class="tag lab-' not in page and 'id="blind-gallery-note"' in page
+    assert 'id="blind-gallery-note"' not in _client(world["users"]["reviewer"]).get(gallery).content.decode()
     voter = _client(world["users"]["p1"]).get(gallery + "?label=ASC-H")
     shown = sorted(re.findall(r'<span class="name">([^<]+)\.png</span>', voter.content.decode()))
     assert shown == ["4-consensus", "5-reviewed", "6-extra"]  # the ones whose truth P1 may see
