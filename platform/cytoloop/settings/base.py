@@ -142,7 +142,15 @@ REDIS_URL = env.str("REDIS_URL", default="")
 BROKER_DIR = VAR_DIR / "broker"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 4 * 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+        "visibility_timeout": 4 * 3600,
+        # publishing never waits on a broker that is down: no reconnect loop before a send
+        # (kombu otherwise retries for ~6 s, once per enqueue, inside the person's request) and a
+        # short connect timeout. The work stays recorded (outbox rows, job rows, the consensus
+        # sweep) and goes out when the broker is back. Workers keep their own reconnect policy.
+        "max_retries": 0,
+        "socket_connect_timeout": env.float("CELERY_BROKER_CONNECT_TIMEOUT_S", default=1.0),
+    }
 else:
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -222,4 +230,8 @@ ANNOTATE_SHOW_PREDICTIONS = env.bool("ANNOTATE_SHOW_PREDICTIONS", default=False)
 # --- training --------------------------------------------------------------------------------------
 #: hard limit of one training task on a worker (the run's own time limit stops it gracefully first)
 TRAINING_TIME_LIMIT_S = env.int("TRAINING_TIME_LIMIT_S", default=24 * 3600)
+#: promoting a version below these test figures (or worse than the promoted one) asks for an
+#: explicit confirmation (training.promotion): classifier macro-F1, detector mAP@0.5
+PROMOTION_MIN_MACRO_F1 = env.float("PROMOTION_MIN_MACRO_F1", default=0.5)
+PROMOTION_MIN_MAP = env.float("PROMOTION_MIN_MAP", default=0.25)
 CELERY_BEAT_SCHEDULE["training-mark-interrupted"] = {"task": "training.mark_interrupted", "schedule": 300.0}
