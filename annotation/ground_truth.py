@@ -159,6 +159,73 @@ def add_imported(*, image, boxes: Sequence[Box], points: bool = False) -> int:
 # --- consensus ----------------------------------------------------------------------------------------
 
 
+class _Row:
+    """A ground-truth row as plain values (the bulk consensus path handles tens of thousands)."""
+
+    __slots__ = ("pk", "image_id", "source", "x", "y", "width", "height", "label", "point_x", "point_y",
+                 "superseded_at", "superseded_by_id")
+    FIELDS = ("id", "image_id", "source", "x", "y", "width", "height", "label", "point_x", "point_y",
+              "superseded_at", "superseded_by_id")
+
+    def __init__(self, *values):
+        for name, value in zip(self.__slots__, values, strict=True):
+            setattr(self, name, value)
+
+
+def _insert_new(rows: list[_Row], now) -> None:
+    """Insert ``rows`` (current, consensus) and set their ``pk``: ids drawn from the sequence and
+    COPY on PostgreSQL, bulk_create elsewhere."""
+    from django.db import connection
+
+    from annotation.models import GroundTruthBox
+    from annotation.services import _insert_rows
+
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        table = GroundTruthBox._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                           [table, len(rows)])
+            ids = [i for (i,) in cursor.fetchall()]
+        for row, pk in zip(rows, ids, strict=True):
+            row.pk = pk
+        _insert_rows(GroundTruthBox, ("id", "image_id", "x", "y", "width", "height", "label", "source"),
+                     [(r.pk, r.image_id, r.x, r.y, r.width, r.height, r.label, r.source) for r in rows],
+                     {"created_at": now})
+        return
+    made = GroundTruthBox.objects.bulk_create(
+        [GroundTruthBox(image_id=r.image_id, x=r.x, y=r.y, width=r.width, height=r.height, label=r.label,
+                        source=r.source, created_at=now) for r in rows], batch_size=2000)
+    for row, obj in zip(rows, made, strict=True):
+        row.pk = obj.pk
+
+
+def _write_supersede(rows: list[_Row]) -> None:
+    """Store ``superseded_at``/``superseded_by`` of ``rows``: one UPDATE ... FROM VALUES per
+    thousand on PostgreSQL, bulk_update elsewhere."""
+    from django.db import connection
+
+    from annotation.models import GroundTruthBox
+
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        GroundTruthBox.with_history.bulk_update(
+            [GroundTruthBox(pk=r.pk, superseded_at=r.superseded_at, superseded_by_id=r.superseded_by_id)
+             for r in rows], ["superseded_at", "superseded_by"], batch_size=500)
+        return
+    table = connection.ops.quote_name(GroundTruthBox._meta.db_table)
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start:start + 1000]
+            values = ", ".join(["(%s, %s::timestamptz, %s::bigint)"] * len(chunk))
+            params = [v for r in chunk for v in (r.pk, r.superseded_at, r.superseded_by_id)]
+            cursor.execute(
+                f"UPDATE {table} AS t SET superseded_at = v.at, superseded_by_id = v.by "
+                f"FROM (VALUES {values}) AS v(id, at, by) WHERE t.id = v.id", params)
+
+
 def apply_consensus(truth: dict[int, list[Box]], *, now=None) -> None:
     """Make ``truth`` (image id -> the agreed consensus boxes of a new computation) the
     consensus layer of those images' ground truth (see the module docstring). Run inside the
@@ -170,23 +237,23 @@ def apply_consensus(truth: dict[int, list[Box]], *, now=None) -> None:
     now = now or timezone.now()
     threshold = match_threshold()
     ids = list(truth)
-    rows = list(
-        GroundTruthBox.with_history.filter(image_id__in=ids).filter(
-            Q(superseded_at__isnull=True)
-            | Q(source=IMPORT, superseded_by__source=CONSENSUS, superseded_by__superseded_at__isnull=True)
-        )
-    )
-    by_image: dict[int, list] = {}
-    for r in rows:
-        by_image.setdefault(r.image_id, []).append(r)
+    by_image: dict[int, list[_Row]] = {}
+    for values in GroundTruthBox.with_history.filter(image_id__in=ids).filter(
+        Q(superseded_at__isnull=True)
+        | Q(source=IMPORT, superseded_by__source=CONSENSUS, superseded_by__superseded_at__isnull=True)
+    ).order_by("id").values_list(*_Row.FIELDS):
+        row = _Row(*values)
+        by_image.setdefault(row.image_id, []).append(row)
     rejected = _rejected(ids)
-    to_create: list = []
+    to_create: list[_Row] = []
     plans = []
     for image_id in ids:
         image_rows = by_image.get(image_id, [])
         current = [r for r in image_rows if r.superseded_at is None]
         blockers = [r for r in current if r.source == REVIEW] + rejected.get(image_id, [])
-        boxes = [b for b in truth[image_id] if not _same_lesion_any(b, blockers, threshold)]
+        boxes = truth[image_id]
+        if blockers:
+            boxes = [b for b in boxes if not _same_lesion_any(b, blockers, threshold)]
         old_layer = [r for r in current if r.source == CONSENSUS]
         unused = {_geometry(r): r for r in reversed(old_layer)}
         kept, created = [], []
@@ -195,20 +262,21 @@ def apply_consensus(truth: dict[int, list[Box]], *, now=None) -> None:
             if same is not None:
                 kept.append(same)
             else:
-                row = GroundTruthBox(image_id=image_id, x=b.x, y=b.y, width=b.width, height=b.height,
-                                     label=b.label, source=CONSENSUS)
-                created.append(row)
+                created.append(_Row(None, image_id, CONSENSUS, b.x, b.y, b.width, b.height, b.label,
+                                    None, None, None, None))
         to_create += created
-        plans.append((image_rows, kept, created))
-    GroundTruthBox.with_history.bulk_create(to_create, batch_size=2000)
-    changed: dict[int, object] = {}
+        if image_rows:
+            plans.append((image_rows, kept, created))
+    _insert_new(to_create, now)
+    changed: dict[int, _Row] = {}
     for image_rows, kept, created in plans:
         kept_ids = {r.pk for r in kept}
         layer = [(r, _box(r)) for r in kept + created]
         moved = set()  # the previous layer's rows that leave it now
         for old in image_rows:
             if old.source == CONSENSUS and old.superseded_at is None and old.pk not in kept_ids:
-                old.superseded_at, old.superseded_by = now, best_match(old, layer, threshold)
+                successor = best_match(old, layer, threshold)
+                old.superseded_at, old.superseded_by_id = now, successor.pk if successor else None
                 changed[old.pk] = old
                 moved.add(old.pk)
         # imported boxes under the layer always point at a current consensus row (no chains)
@@ -218,17 +286,15 @@ def apply_consensus(truth: dict[int, list[Box]], *, now=None) -> None:
             target = best_match(old, layer, threshold)
             if old.superseded_at is None:
                 if target is not None:
-                    old.superseded_at, old.superseded_by = now, target
+                    old.superseded_at, old.superseded_by_id = now, target.pk
                     changed[old.pk] = old
             elif old.superseded_by_id in moved:
                 if target is not None:
-                    old.superseded_by = target
+                    old.superseded_by_id = target.pk
                 else:
-                    old.superseded_at, old.superseded_by = None, None  # its consensus is gone
+                    old.superseded_at, old.superseded_by_id = None, None  # its consensus is gone
                 changed[old.pk] = old
-    if changed:
-        GroundTruthBox.with_history.bulk_update(list(changed.values()), ["superseded_at", "superseded_by"],
-                                                batch_size=1000)
+    _write_supersede(list(changed.values()))
 
 
 # --- review -------------------------------------------------------------------------------------------
