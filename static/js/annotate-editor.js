@@ -96,6 +96,16 @@
     return target.serializeAnnotation().filter((item) => item.type === "rectanglelabels");
   }
 
+  // what a draft must keep: each box's region id, place and class (Label Studio fills in other
+  // fields, such as the image's size, once the image has loaded: that is no change)
+  function signature(result) {
+    const r = (v) => Math.round(Number(v) * 1000) / 1000;
+    return JSON.stringify(result.map((item) => {
+      const v = item.value || {};
+      return [item.id, r(v.x), r(v.y), r(v.width), r(v.height), v.rectanglelabels];
+    }));
+  }
+
   function headers() {
     return { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": data.csrfToken };
   }
@@ -126,7 +136,7 @@
       return;
     }
     const result = rectangles();
-    const json = JSON.stringify(result);
+    const json = signature(result);
     if (json === lastDraft) return;
     draftSaving = true;
     try {
@@ -158,7 +168,7 @@
   let lastSeen = null;
   function watchChanges() {
     if (finished || !store) return;
-    const json = JSON.stringify(rectangles());
+    const json = signature(rectangles());
     if (json !== lastSeen) {
       lastSeen = json;
       if (json !== lastDraft) {
@@ -172,7 +182,7 @@
   window.addEventListener("pagehide", () => {
     if (finished || !store) return;
     const result = rectangles();
-    const json = JSON.stringify(result);
+    const json = signature(result);
     if (json === lastDraft) return;
     fetch(data.draftUrl, {
       method: "PUT", credentials: "same-origin", keepalive: true, headers: headers(), body: draftBody(result),
@@ -325,7 +335,7 @@
       ls.settings.toggleShowLabels(); // each box shows its class, not only a colour
     }
     // what the server holds now (the draft or the saved boxes) is not a change to save again
-    lastDraft = lastSeen = JSON.stringify(rectangles());
+    lastDraft = lastSeen = signature(rectangles());
     setInterval(watchChanges, 500);
     let notice = null;
     try {
