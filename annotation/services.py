@@ -1342,7 +1342,9 @@ def _insert_rows(model, columns: tuple[str, ...], rows: list[tuple], extra: dict
 
 def _store_consensus(built: dict[int, tuple], signatures: dict[int, str]) -> None:
     """Replace the computed (not reviewed) clusters of these images; a reviewer's decision stands:
-    a new cluster over a resolved or rejected one is dropped."""
+    a new cluster over a resolved or rejected one is dropped. The agreed clusters become the
+    images' consensus ground truth, superseding (never duplicating) the lesions' current boxes
+    (annotation.ground_truth.apply_consensus)."""
     from django.utils import timezone
 
     from annotation import ground_truth
