@@ -25,6 +25,7 @@ from inference.forms import OTHER_STRATEGIES, PredictForm, RankingRoundForm, str
 from inference.models import PredictionJob, RankingRound
 from inference.services import InferenceRefused
 from inference.uncertainty import STRATEGIES
+from training.promotion import figures_of
 from training.records import ModelKind
 
 #: Ranked images per page of a round (the selected ones come first).
@@ -52,20 +53,15 @@ def _threshold(detector) -> dict:
         return {"value": value, "source": "default",
                 "note": "the version stores no threshold; inference uses the default"}
     if chosen.get("source") == "validation":
-        parts = [f"chosen on validation for recall ≥ {chosen['target_recall']:.2f}"
+        # the validation images' recall and precision are not shown: the threshold was fit to them
+        # (recall is the target by construction, and precision 1.00 whenever every validation image
+        # is atypical), so they said "recall 1.00, precision 1.00" of any detector, however poor
+        parts = [f"chosen on validation for image recall ≥ {chosen['target_recall']:.2f}"
                  if _number(chosen.get("target_recall")) is not None else "chosen on validation"]
-        if _number(chosen.get("recall")) is not None:
-            parts.append(f"recall {chosen['recall']:.2f}")
-        if _number(chosen.get("precision")) is not None:
-            parts.append(f"precision {chosen['precision']:.2f}")
         if chosen.get("achieved") is False:
             parts.append("target recall not reached")
         return {"value": value, "source": "validation", "note": ", ".join(parts)}
     return {"value": value, "source": str(chosen.get("source") or "stored"), "note": chosen.get("reason") or ""}
-
-
-def _test_f1(version) -> float | None:
-    return _number((((version.metrics or {}).get("test") or {}).get("average") or {}).get("f1"))
 
 
 def _models_context() -> dict:
@@ -76,8 +72,8 @@ def _models_context() -> dict:
         "detector": detector,
         "classifier": classifier,
         "threshold": _threshold(detector) if detector else None,
-        "detector_map": _number((detector.metrics or {}).get("best_val_map")) if detector else None,
-        "classifier_f1": _test_f1(classifier) if classifier else None,
+        "detector_test": figures_of(detector) if detector else None,
+        "classifier_test": figures_of(classifier) if classifier else None,
         "missing": [str(kind) for kind in missing],
         "has_pair": not missing,
     }

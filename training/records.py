@@ -94,13 +94,26 @@ class ModelVersion(models.Model):
 
 
 class Promotion(models.Model):
-    """Which version served inference when (rollback promotes the previous one again)."""
+    """Which version served inference when (rollback promotes the previous one again): the
+    promotion's audit record, with the figures it was decided on (``training.promotion``)."""
+
+    class Action(models.TextChoices):
+        PROMOTE = "promote"
+        ROLLBACK = "rollback"
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="promotions")
     kind = models.CharField(max_length=12, choices=ModelKind.choices)
     promoted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     promoted_at = models.DateTimeField(auto_now_add=True)
     note = models.CharField(max_length=300, blank=True)
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.PROMOTE)
+    previous = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                 help_text="the version that stepped down (none: nothing was promoted)")
+    figures = models.JSONField(default=dict, blank=True,
+                               help_text="test figures of this version and of the previous one, and the floors")
+    concerns = models.JSONField(default=list, blank=True,
+                                help_text="why it needed a confirmation (worse than the previous, below a floor)")
+    confirmed = models.BooleanField(default=False, help_text="promoted despite the concerns, on explicit confirmation")
 
     class Meta:
         ordering = ["-promoted_at", "-id"]

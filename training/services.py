@@ -372,24 +372,60 @@ def _confusion_matrix_of(report: dict):
     return None
 
 
-def promote(*, version: ModelVersion, by=None, note: str = "") -> ModelVersion:
-    """Make ``version`` the one inference uses for its kind (the previous one steps down)."""
+class PromotionNeedsConfirmation(TrainingRefused):
+    """The candidate is worse than the promoted version or below a floor: promoting it needs an
+    explicit confirmation (``check`` holds the figures and the concerns)."""
+
+    def __init__(self, check, what: str = "promoting") -> None:
+        self.check = check
+        super().__init__(f"{what} {check.version.name} needs a confirmation: " + "; ".join(check.concerns)
+                         + ". Compare the figures and confirm to go ahead.")
+
+
+def promote(*, version: ModelVersion, by=None, note: str = "", confirm: bool = False,
+            against: ModelVersion | None | bool = False, action: str = Promotion.Action.PROMOTE) -> ModelVersion:
+    """Make ``version`` the one inference uses for its kind (the previous one steps down).
+
+    Checked against the promoted version on the same test figures (``training.promotion``):
+    when it is worse or below a floor, refused with PromotionNeedsConfirmation unless
+    ``confirm``. ``against``: the version the person compared with (None: none was promoted);
+    if another one is promoted by now, refused, since they confirmed a different comparison.
+    The Promotion row records both versions' figures, the concerns and the confirmation."""
+    from training.promotion import check_promotion
+
     with transaction.atomic():
-        ModelVersion.objects.select_for_update().filter(kind=version.kind, promoted=True).update(promoted=False)
+        current = ModelVersion.objects.select_for_update().filter(kind=version.kind, promoted=True).first()
+        if current is not None and current.pk == version.pk:
+            raise TrainingRefused(f"{version.name} is already the promoted {version.kind}")
+        if against is not False and (against.pk if against else None) != (current.pk if current else None):
+            raise TrainingRefused(f"the promoted {version.kind} is now {current.name if current else 'none'}, not "
+                                  f"{against.name if against else 'none'}: compare the figures again")
+        check = check_promotion(version, current, lookup_current=False)
+        if check.needs_confirmation and not confirm:
+            raise PromotionNeedsConfirmation(check, "rolling back to" if action == Promotion.Action.ROLLBACK
+                                             else "promoting")
+        if current is not None:
+            ModelVersion.objects.filter(pk=current.pk).update(promoted=False)
         ModelVersion.objects.filter(pk=version.pk).update(promoted=True)
-        Promotion.objects.create(model_version=version, kind=version.kind, promoted_by=by, note=note)
+        Promotion.objects.create(model_version=version, kind=version.kind, promoted_by=by, note=note, action=action,
+                                 previous=current, figures=check.record(), concerns=check.concerns,
+                                 confirmed=check.needs_confirmation)
     version.promoted = True
     return version
 
 
-def rollback(*, kind: str, by=None) -> ModelVersion:
-    """Promote again the version that was promoted before the current one."""
-    history = list(Promotion.objects.filter(kind=kind).select_related("model_version").order_by("-promoted_at", "-id"))
+def rollback(*, kind: str, by=None, confirm: bool = False, against: ModelVersion | None | bool = False
+             ) -> ModelVersion:
+    """Promote again the version that was promoted before the current one (the same check and
+    confirmation as ``promote``)."""
+    from training.selectors import rollback_target
+
+    target = rollback_target(kind)
+    if target is None:
+        raise TrainingRefused(f"no earlier {kind} version to roll back to")
     current = ModelVersion.objects.filter(kind=kind, promoted=True).first()
-    for entry in history:
-        if current is None or entry.model_version_id != current.pk:
-            return promote(version=entry.model_version, by=by, note=f"rollback from {current}")
-    raise TrainingRefused(f"no earlier {kind} version to roll back to")
+    return promote(version=target, by=by, note=f"rollback from {current or 'none'}", confirm=confirm,
+                   against=against, action=Promotion.Action.ROLLBACK)
 
 
 def promoted_version(kind: str) -> ModelVersion | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.files.storage import default_storage
 from django.shortcuts import get_object_or_404, redirect, render
@@ -24,8 +25,9 @@ from cytoloop.roles import Role, role_required
 from training import selectors, services
 from training.forms import PRESET_CHOICES, TARGET_CHOICES, ClassifierRunForm, DetectorRunForm
 from training.metrics import METRIC_NAMES
-from training.records import ModelKind, TrainingRun
-from training.services import TrainingRefused
+from training.promotion import check_promotion
+from training.records import ModelKind, ModelVersion, TrainingRun
+from training.services import PromotionNeedsConfirmation, TrainingRefused
 
 #: A running run whose last heartbeat is older than this is flagged on its page (the beat task
 #: marks it interrupted after 5 minutes).
@@ -393,12 +395,15 @@ def models(request):
     versions = list(selectors.model_versions())
     kinds = []
     for kind, label in ModelKind.choices:
-        rows = [{"version": v, "test": _test_summary(v), "url": reverse("training:model", args=[v.pk])}
+        promoted = next((v for v in versions if v.kind == kind and v.promoted), None)
+        rows = [{"version": v, "test": _test_summary(v), "url": reverse("training:model", args=[v.pk]),
+                 "check": None if v.promoted else check_promotion(v, promoted, lookup_current=False)}
                 for v in versions if v.kind == kind]
         target = selectors.rollback_target(kind)
-        kinds.append({"kind": kind, "label": label, "rows": rows, "rollback_to": target,
-                      "promoted": next((r["version"] for r in rows if r["version"].promoted), None)})
-    return render(request, "training/models.html", {"kinds": kinds})
+        kinds.append({"kind": kind, "label": label, "rows": rows, "rollback_to": target, "promoted": promoted,
+                      "rollback_check": check_promotion(target, promoted, lookup_current=False) if target else None})
+    floors = {name: getattr(settings, name) for name in ("PROMOTION_MIN_MACRO_F1", "PROMOTION_MIN_MAP")}
+    return render(request, "training/models.html", {"kinds": kinds, "floors": floors})
 
 
 def _percentages(values: dict) -> list[float | None]:
@@ -475,8 +480,22 @@ def model(request, pk: int):
         "config_summary": _config_summary(version.config or {}),
         "promotions": list(selectors.promotions(version.kind)),
         "rollback_to": selectors.rollback_target(version.kind),
+        "check": None if version.promoted else check_promotion(version),
     }
+    if context["rollback_to"] is not None:
+        context["rollback_check"] = check_promotion(context["rollback_to"])
     return render(request, "training/model.html", context)
+
+
+def _against(request):
+    """The promoted version the person compared with (form field ``against``: a pk, or "none");
+    False when the form did not say (nothing to check)."""
+    raw = request.POST.get("against")
+    if raw is None:
+        return False
+    if raw in ("", "none"):
+        return None
+    return ModelVersion.objects.filter(pk=int(raw)).first() if raw.isdigit() else None
 
 
 @role_required(Role.ADMIN)
@@ -488,7 +507,11 @@ def promote(request, pk: int):
         messages.info(request, f"{version.name} is already the promoted {version.kind}.")
         return redirect(back)
     try:
-        services.promote(version=version, by=request.user, note=request.POST.get("note", "").strip()[:300])
+        services.promote(version=version, by=request.user, note=request.POST.get("note", "").strip()[:300],
+                         confirm=request.POST.get("confirm") == "yes", against=_against(request))
+    except PromotionNeedsConfirmation as exc:
+        messages.error(request, str(exc))  # the version's page shows the comparison and the confirmation
+        return redirect(reverse("training:model", args=[version.pk]) + "#promotion")
     except TrainingRefused as exc:
         messages.error(request, str(exc))
     else:
@@ -505,7 +528,11 @@ def rollback(request):
         messages.error(request, "Choose which kind of model to roll back (classifier or detector).")
         return redirect(back)
     try:
-        version = services.rollback(kind=kind, by=request.user)
+        version = services.rollback(kind=kind, by=request.user, confirm=request.POST.get("confirm") == "yes",
+                                    against=_against(request))
+    except PromotionNeedsConfirmation as exc:
+        messages.error(request, str(exc))  # the target's page shows the comparison and the confirmation
+        return redirect(reverse("training:model", args=[exc.check.version.pk]) + "#rollback-check")
     except TrainingRefused as exc:
         messages.error(request, str(exc))
     else:

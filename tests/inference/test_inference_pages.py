@@ -155,9 +155,23 @@ def test_the_promoted_pair_is_shown_with_links_and_the_detectors_operating_thres
     assert f'href="{reverse("training:model", args=[detector.pk])}" class="al-model-name">detector-1</a>' in page
     assert f'href="{reverse("training:model", args=[classifier.pk])}" class="al-model-name">classifier-1</a>' in page
     assert '<strong id="detector-threshold">0.37</strong>' in page
-    assert "chosen on validation for recall ≥ 0.90, recall 0.93, precision 0.41" in page
-    assert "best val mAP 0.612" in page and "test macro-F1 0.734" in page
+    assert "chosen on validation for image recall ≥ 0.90" in page
+    assert '<strong id="classifier-test-f1">0.734</strong>' in page
     assert not re.search(r'id="start-prediction" disabled', page)
+
+
+def test_the_promoted_detector_shows_its_test_figures_not_the_validation_ones_its_threshold_was_fit_to(admin, pool):
+    # Seen: a detector with test mAP 0.003 shown as "recall 1.00, precision 1.00": the validation
+    # images' figures at the threshold chosen to reach recall 1.00 on them (all atypical).
+    ModelVersion.objects.filter(kind="detector").update(metrics={
+        "best_val_map": 0.004,
+        "threshold": {**THRESHOLD, "threshold": 0.01, "recall": 1.0, "precision": 1.0, "target_recall": 1.0},
+        "test": {"map": 0.003, "n": 12, "atypical": {"recall": 0.4, "precision": 0.5}}})
+    page = admin.get(reverse("inference:index")).content.decode()
+    assert '<strong id="detector-test-map">0.003</strong>' in page
+    assert '<strong id="detector-test-recall">0.40</strong>' in page
+    assert '<strong id="detector-test-precision">0.50</strong>' in page and "(12 images)" in page
+    assert "recall 1.00" not in page and "precision 1.00" not in page
 
 
 def test_a_detector_without_a_stored_threshold_shows_the_default_inference_uses(admin, pool):

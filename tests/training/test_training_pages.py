@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -472,3 +472,115 @@ def test_starting_a_detector_run_from_the_page(admin, version, enqueued, django_
     config = DetectorRunConfig.from_json(run.config)
     assert (config.preset, config.input_size, config.anchors) == ("yolov4_test", 128, "preset")
     assert (config.augment.oversample, config.augment.mosaic, config.optim.seed) == (False, True, 3)
+
+
+# --- promotion asks first ------------------------------------------------------------------------
+
+
+def make_scored_version(version, name: str, *, kind: str = "classifier", promoted: bool = False, **figures):
+    """A version whose test figures are exactly ``figures`` (macro_f1/accuracy, or map/recall/precision)."""
+    if kind == "classifier":
+        test = {"average": {"f1": figures["macro_f1"]}, "overall_accuracy": figures["accuracy"], "n": 40}
+    else:
+        test = {"map": figures["map"], "n": 12,
+                "atypical": {"recall": figures["recall"], "precision": figures["precision"]}}
+    return ModelVersion.objects.create(kind=kind, name=name, dataset_version=version, artifact_dir=f"models/{name}",
+                                       config={}, metrics={"test": test}, promoted=promoted)
+
+
+def test_a_versions_page_shows_it_beside_the_promoted_one_on_the_same_test_figures(admin, version):
+    make_scored_version(version, "detector-1", kind="detector", promoted=True, map=0.412, recall=0.9, precision=0.6)
+    candidate = make_scored_version(version, "detector-2", kind="detector", map=0.003, recall=1.0, precision=0.5)
+    page = admin.get(reverse("training:model", args=[candidate.pk])).content.decode()
+    rows = re.findall(r'<tr data-figure="(\w+)" class="(\w*)">\s*<th scope="row">[^<]+</th>\s*'
+                      r'<td class="num candidate">([^<]+)</td>\s*<td class="num current">([^<]+)</td>', page)
+    assert rows == [("map", "worse", "0.003", "0.412"), ("image_recall", "better", "1.000", "0.900"),
+                    ("image_precision", "worse", "0.500", "0.600")]
+    assert "test mAP@0.5 0.003 is below the floor 0.250 (PROMOTION_MIN_MAP)" in page
+    assert 'id="promote-confirm"' in page
+
+
+def test_promoting_a_version_below_the_floor_without_confirmation_is_refused(admin, version):
+    candidate = make_scored_version(version, "classifier-5", macro_f1=0.12, accuracy=0.3)
+    response = admin.post(reverse("training:promote", args=[candidate.pk]), {"next": reverse("training:models")})
+    assert response["Location"] == reverse("training:model", args=[candidate.pk]) + "#promotion"
+    page = admin.get(response["Location"]).content.decode()
+    assert "promoting classifier-5 needs a confirmation: test macro-F1 0.120 is below the floor 0.500" in page
+    candidate.refresh_from_db()
+    assert not candidate.promoted and not Promotion.objects.exists()
+
+
+def test_promoting_a_worse_version_on_confirmation_records_both_figures_and_the_decision(admin, version):
+    current = make_scored_version(version, "classifier-1", promoted=True, macro_f1=0.8, accuracy=0.85)
+    worse = make_scored_version(version, "classifier-2", macro_f1=0.7, accuracy=0.9)
+    assert admin.post(reverse("training:promote", args=[worse.pk]), {"against": current.pk}).status_code == 302
+    assert not ModelVersion.objects.get(pk=worse.pk).promoted  # refused: not confirmed
+    admin.post(reverse("training:promote", args=[worse.pk]), {"against": current.pk, "confirm": "yes"})
+    entry = Promotion.objects.get()
+    assert ModelVersion.objects.get(pk=worse.pk).promoted and not ModelVersion.objects.get(pk=current.pk).promoted
+    assert (entry.action, entry.previous, entry.confirmed) == ("promote", current, True)
+    assert entry.concerns == ["test macro-F1 0.700 is lower than classifier-1's 0.800"]
+    assert entry.figures["candidate"] == {"name": "classifier-2", "macro_f1": 0.7, "accuracy": 0.9}
+    assert entry.figures["previous"] == {"name": "classifier-1", "macro_f1": 0.8, "accuracy": 0.85}
+    page = admin.get(reverse("training:model", args=[worse.pk])).content.decode()
+    assert "confirmed despite:</strong> test macro-F1 0.700 is lower than classifier-1&#x27;s 0.800" in page
+
+
+def test_a_better_version_is_promoted_in_one_click_and_says_so_in_the_audit(admin, version):
+    current = make_scored_version(version, "classifier-1", promoted=True, macro_f1=0.6, accuracy=0.7)
+    better = make_scored_version(version, "classifier-2", macro_f1=0.7, accuracy=0.75)
+    page = admin.get(reverse("training:models")).content.decode()
+    assert f'<button type="submit" class="small-button" id="promote-{better.pk}"' in page
+    admin.post(reverse("training:promote", args=[better.pk]), {"against": current.pk})
+    entry = Promotion.objects.get()
+    assert entry.model_version == better and not entry.confirmed and entry.concerns == []
+
+
+def test_the_registry_sends_a_version_that_needs_confirmation_to_its_comparison(admin, version):
+    make_scored_version(version, "classifier-1", promoted=True, macro_f1=0.8, accuracy=0.85)
+    worse = make_scored_version(version, "classifier-2", macro_f1=0.7, accuracy=0.9)
+    page = admin.get(reverse("training:models")).content.decode()
+    url = reverse("training:model", args=[worse.pk])
+    assert f'id="promote-{worse.pk}" href="{url}#promotion"' in page
+
+
+def test_a_confirmation_given_against_another_promoted_version_is_refused(admin, version):
+    first = make_scored_version(version, "classifier-1", macro_f1=0.8, accuracy=0.85)
+    second = make_scored_version(version, "classifier-2", promoted=True, macro_f1=0.9, accuracy=0.9)
+    response = admin.post(reverse("training:promote", args=[first.pk]),
+                          {"against": "none", "confirm": "yes"}, follow=True)
+    assert "the promoted classifier is now classifier-2, not none: compare the figures again" in \
+        response.content.decode()
+    assert ModelVersion.objects.get(pk=second.pk).promoted and not Promotion.objects.exists()
+
+
+def test_rolling_back_to_a_worse_version_needs_confirmation(admin, version):
+    old = make_scored_version(version, "classifier-1", macro_f1=0.6, accuracy=0.7)
+    new = make_scored_version(version, "classifier-2", macro_f1=0.8, accuracy=0.85)
+    services.promote(version=old)
+    services.promote(version=new)
+    page = admin.get(reverse("training:models")).content.decode()
+    assert f'id="rollback-classifier" href="{reverse("training:model", args=[old.pk])}#rollback-check"' in page
+    response = admin.post(reverse("training:rollback"), {"kind": "classifier"})
+    assert response["Location"] == reverse("training:model", args=[old.pk]) + "#rollback-check"
+    assert ModelVersion.objects.get(pk=new.pk).promoted
+    admin.post(reverse("training:rollback"), {"kind": "classifier", "confirm": "yes", "against": new.pk})
+    entry = Promotion.objects.first()
+    assert ModelVersion.objects.get(pk=old.pk).promoted
+    assert (entry.action, entry.model_version, entry.previous, entry.confirmed) == ("rollback", old, new, True)
+
+
+def test_every_time_on_the_model_pages_has_its_date(admin, version):
+    model = make_scored_version(version, "classifier-1", macro_f1=0.8, accuracy=0.85)
+    services.promote(version=model)
+    moment = datetime(2026, 12, 3, 6, 56, tzinfo=UTC)
+    ModelVersion.objects.filter(pk=model.pk).update(created_at=moment)
+    Promotion.objects.update(promoted_at=moment)
+    run = make_run(version, status="cancelled", finished_at=moment)
+    for url in (reverse("training:models"), reverse("training:model", args=[model.pk]),
+                reverse("training:run", args=[run.pk])):
+        page = admin.get(url).content.decode()
+        assert "3 Dec 2026, 06:56 UTC" in page, url
+        dateless = [page[max(0, m.start() - 20):m.end()] for m in re.finditer(r"\b\d\d:\d\d\b", page)
+                    if not re.search(r"\d{4}, $", page[:m.start()])]
+        assert dateless == [], url

@@ -142,11 +142,12 @@ def test_promote_and_rollback(synthetic):
         run = execute_run(start_training_run(kind="classifier", config=tiny(epochs=1), dataset=synthetic,
                                              enqueue=False).pk)
         versions.append(ModelVersion.objects.get(run=run))
-    promote(version=versions[0])
-    promote(version=versions[1])
+    # one-epoch tiny models: below the macro-F1 floor, or the second worse than the first
+    promote(version=versions[0], confirm=True)
+    promote(version=versions[1], confirm=True)
     assert promoted_version("classifier") == versions[1]
     assert ModelVersion.objects.filter(promoted=True).count() == 1
-    assert rollback(kind="classifier") == versions[0]
+    assert rollback(kind="classifier", confirm=True) == versions[0]
     assert promoted_version("classifier").pk == versions[0].pk
     assert Promotion.objects.count() == 3
 
@@ -211,5 +212,5 @@ def test_a_tiny_detector_run_registers_a_version_with_threshold_report_and_saved
     folder = Path(settings.MEDIA_ROOT) / version.artifact_dir
     assert (folder / "saved_model" / "saved_model.pb").exists() and (folder / "saved_model" / "detector.json").exists()
     assert (folder / "confusion.png").exists()
-    promote(version=version)
+    promote(version=version, confirm=True)  # an untrained-size detector is below the mAP floor
     assert promoted_version("detector") == version
