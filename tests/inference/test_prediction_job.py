@@ -213,3 +213,38 @@ def test_a_preannotation_whose_push_reply_was_lost_is_not_pushed_twice(label_stu
     assert [p.id for p in labelstudio.client().predictions.list(task=stored.image.ls_task_id)] == [pushed_id]
     stored.refresh_from_db()
     assert stored.ls_prediction_id == pushed_id
+
+
+def test_the_repair_merges_exact_copies_stored_before_the_fix(tmp_path, make_user):
+    from annotation.models import ExpertAnnotation, ExpertBox
+    from inference.models import RankedImage
+    from inference.pipeline import ClusterResult, ImageResult
+    from inference.repair import merge_exact_copies
+    from inference.services import store_prediction
+
+    dataset = make_dataset(tmp_path, "old-copies", 1)
+    dv = DatasetVersion.objects.create(dataset=dataset, number=1, splits={})
+    detector, classifier = (ModelVersion.objects.create(kind=kind, name=f"{kind}-old", dataset_version=dv,
+                                                        config={}, metrics={}) for kind in ("detector", "classifier"))
+    image = Image.objects.get(dataset=dataset)
+    p = np.eye(6)[4] * 0.9 + 0.02
+
+    def lesion(box, grade):
+        return ClusterResult(box, 0.8, grade, p, np.ones(4, np.float32))
+
+    # what the old pipeline stored: one lesion twice (two detector classes), and a distinct one
+    store_prediction(image=image, result=ImageResult([lesion((5, 5, 30, 20), "HSIL"), lesion((5, 5, 30, 20), "LSIL"),
+                                                      lesion((60, 40, 20, 20), "HSIL")]),
+                     detector=detector, classifier=classifier)
+    first, copy, other = PredictionBox.objects.filter(image=image).order_by("id")
+    expert = ExpertAnnotation.objects.create(image=image, annotator=make_user("e1@example.org"), origin="editor")
+    from_copy = ExpertBox.objects.create(annotation=expert, x=5, y=5, width=30, height=20, label="HSIL",
+                                         prediction=copy, prediction_model=copy.model_version, prediction_changed=False)
+    models = {"PredictionBox": PredictionBox, "ClusterPrediction": ClusterPrediction, "ExpertBox": ExpertBox,
+              "RankedImage": RankedImage}
+    assert merge_exact_copies(**models) == 1
+    assert list(PredictionBox.objects.filter(image=image).order_by("id")) == [first, other]
+    assert ClusterPrediction.objects.filter(image_prediction__image=image).count() == 2
+    from_copy.refresh_from_db()
+    assert from_copy.prediction_id == first.pk
+    assert merge_exact_copies(**models) == 0
