@@ -56,6 +56,11 @@ class LabelStudioUnavailable(RuntimeError):
 
 TRANSIENT = (httpx.TransportError, httpx.TimeoutException, ConnectionError, TimeoutError)
 
+#: for every call that creates something: the SDK otherwise repeats a request that got a 5xx
+#: (Label Studio under load answers 500 "database is locked" after it has created the project),
+#: which made duplicate projects; the outbox retries instead, after looking up what exists
+CREATE_ONCE = {"max_retries": 0}
+
 
 def is_configured() -> bool:
     return bool(settings.LABEL_STUDIO_URL and settings.LABEL_STUDIO_TOKEN)
@@ -158,6 +163,7 @@ def ensure_project(dataset) -> int:
                     overlap_cohort_percentage=100,
                     show_overlap_first=True,
                     show_skip_button=True,
+                    request_options=CREATE_ONCE,
                 ).id
             _ensure_webhook(ls, project_id)
             storage_id = _ensure_local_storage(ls, project_id, dataset)
@@ -189,6 +195,7 @@ def _ensure_local_storage(ls, project_id: int, dataset) -> int | None:
         storage = ls.import_storage.local.create(
             project=project_id, path=str(folder), title="CytoLoop media", use_blob_urls=True,
             regex_filter=r"^$",  # tasks are pushed by CytoLoop, never synced from the folder
+            request_options=CREATE_ONCE,
         )
         return storage.id
     except Exception as exc:  # serving images to Label Studio's own UI is optional
@@ -211,6 +218,7 @@ def _ensure_webhook(ls, project_id: int) -> None:
         send_for_all_actions=False,
         actions=["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"],
         headers={"X-CytoLoop-Secret": settings.LABEL_STUDIO_WEBHOOK_SECRET},
+        request_options=CREATE_ONCE,
     )
 
 
@@ -252,6 +260,7 @@ def push_images(dataset, images: Iterable | None = None) -> int:
                         request=[{"image": image_ls_url(im), "cytoloop_image_id": im.pk,
                                   "width": im.width, "height": im.height} for im in missing],
                         return_task_ids=True,
+                        request_options=CREATE_ONCE,
                     )
                     task_ids = list(response.task_ids or [])
                     if len(task_ids) != len(missing):
@@ -295,7 +304,8 @@ def ensure_ls_user(user) -> int:
         with _translate_errors():
             existing = next((u for u in ls.users.list() if (u.email or "").lower() == email), None)
             ls_user = existing or ls.users.create(
-                username=email, email=email, first_name=user.first_name or "", last_name=user.last_name or ""
+                username=email, email=email, first_name=user.first_name or "", last_name=user.last_name or "",
+                request_options=CREATE_ONCE,
             )
         account, _ = LabelStudioAccount.objects.get_or_create(user=user, defaults={"ls_user_id": ls_user.id})
     return account.ls_user_id
@@ -355,7 +365,8 @@ def push_annotation(annotation) -> int:
             if ls_id:
                 ls.annotations.update(id=ls_id, result=result, completed_by=ls_user_id)
             else:
-                ls_id = ls.annotations.create(id=image.ls_task_id, result=result, completed_by=ls_user_id).id
+                ls_id = ls.annotations.create(id=image.ls_task_id, result=result, completed_by=ls_user_id,
+                                              request_options=CREATE_ONCE).id
         ExpertAnnotation.objects.filter(pk=annotation.pk).update(ls_annotation_id=ls_id)
     annotation.ls_annotation_id = ls_id
     return ls_id
@@ -383,7 +394,8 @@ def push_predictions(image, boxes: Sequence[Box], *, model_version: str, score: 
         if existing is not None:
             return existing.id
         prediction = ls.predictions.create(
-            task=image.ls_task_id, result=result, score=overall, model_version=model_version
+            task=image.ls_task_id, result=result, score=overall, model_version=model_version,
+            request_options=CREATE_ONCE,
         )
     return prediction.id
 
@@ -401,7 +413,8 @@ def push_ground_truth(image, boxes: Sequence[Box], *, reviewer=None) -> int:
         if existing:
             ls.annotations.update(id=existing.id, result=result, ground_truth=True, **kwargs)
             return existing.id
-        return ls.annotations.create(id=image.ls_task_id, result=result, ground_truth=True, **kwargs).id
+        return ls.annotations.create(id=image.ls_task_id, result=result, ground_truth=True,
+                                     request_options=CREATE_ONCE, **kwargs).id
 
 
 def task_annotations(task_id: int) -> list:
