@@ -126,3 +126,33 @@ def test_an_admin_starts_a_run_watches_it_live_and_promotes_a_version(
     expect(image).to_be_visible()
     assert image.evaluate("img => img.complete && img.naturalWidth") == 60
     page.screenshot(path=str(artifacts_dir / "training-model.png"), full_page=True)
+
+
+def test_promoting_a_worse_detector_asks_first_beside_the_promoted_one(
+        dataset_version, make_user, login, live_server, artifacts_dir):
+    # Seen: a detector with test mAP 0.003 promoted with one click over a working one.
+    def detector(name, map_, recall, precision, promoted=False):
+        return ModelVersion.objects.create(
+            kind="detector", name=name, dataset_version=dataset_version, artifact_dir=f"models/detector/{name}",
+            config={}, promoted=promoted,
+            metrics={"test": {"map": map_, "n": 12, "atypical": {"recall": recall, "precision": precision}}})
+
+    working = detector("detector-good", 0.41, 0.9, 0.6, promoted=True)
+    poor = detector("detector-poor", 0.003, 1.0, 0.5)
+    make_user("ada@lab.example", roles=["admin"], password="train-pass-1")
+    page = login("ada@lab.example", "train-pass-1")
+    page.goto(live_server.url + "/training/models/")
+    page.click(f"#promote-{poor.pk}")  # no one-click promotion: the comparison opens
+    comparison = page.locator("#promote-comparison")
+    expect(comparison.locator('tr[data-figure="map"] td.candidate')).to_have_text("0.003")
+    expect(comparison.locator('tr[data-figure="map"] td.current')).to_have_text("0.410")
+    expect(page.locator("#promote-concerns")).to_contain_text("below the floor 0.250")
+    page.click("#promote")  # unticked: the browser does not send it
+    expect(page.locator("#promote-confirm")).to_be_visible()
+    assert ModelVersion.objects.get(pk=working.pk).promoted and not ModelVersion.objects.get(pk=poor.pk).promoted
+    page.check("#promote-confirm")
+    page.click("#promote")
+    expect(page.locator(".msg-success")).to_contain_text("detector-poor promoted")
+    expect(page.locator("#promotions .promotion-decision").first).to_contain_text("confirmed despite")
+    assert ModelVersion.objects.get(pk=poor.pk).promoted
+    page.screenshot(path=str(artifacts_dir / "training-promotion-confirmed.png"), full_page=True)
