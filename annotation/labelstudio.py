@@ -155,21 +155,42 @@ def ensure_project(dataset) -> int:
         with _translate_errors():
             project_id = _find_project(ls, dataset)
             if project_id is None:
-                project_id = ls.projects.create(
-                    title=project_title(dataset),
-                    description=dataset.title or dataset.name,
-                    label_config=label_config(),
-                    maximum_annotations=dataset.experts_per_image,
-                    overlap_cohort_percentage=100,
-                    show_overlap_first=True,
-                    show_skip_button=True,
-                    request_options=CREATE_ONCE,
-                ).id
+                try:
+                    ls.projects.create(
+                        title=project_title(dataset),
+                        description=dataset.title or dataset.name,
+                        label_config=label_config(),
+                        maximum_annotations=dataset.experts_per_image,
+                        overlap_cohort_percentage=100,
+                        show_overlap_first=True,
+                        show_skip_button=True,
+                        request_options=CREATE_ONCE,
+                    )
+                except Exception:
+                    # Label Studio on SQLite may answer 500 "database is locked" after it has
+                    # stored the project: adopt what it kept rather than create another
+                    if _find_project(ls, dataset) is None:
+                        raise
+                project_id = _one_project(ls, dataset)
             _ensure_webhook(ls, project_id)
             storage_id = _ensure_local_storage(ls, project_id, dataset)
         model.objects.filter(pk=dataset.pk).update(ls_project_id=project_id, ls_storage_id=storage_id)
     dataset.ls_project_id, dataset.ls_storage_id = project_id, storage_id
     return project_id
+
+
+def _one_project(ls, dataset) -> int:
+    """After a create: the oldest project with the dataset's title; any newer copy Label Studio
+    made of it (a create repeated after a 5xx it had already acted on) is deleted while it is
+    still empty, so a dataset always ends with exactly one project."""
+    title = project_title(dataset)
+    ids = sorted(p.id for p in ls.projects.list(title=title, include="id,title") if p.title == title)
+    if not ids:
+        raise LabelStudioUnavailable(f"Label Studio did not keep the project {title!r}")
+    for extra in ids[1:]:
+        log.warning("deleting duplicate Label Studio project %s (%r kept as %s)", extra, title, ids[0])
+        ls.projects.delete(id=extra)
+    return ids[0]
 
 
 def _find_project(ls, dataset) -> int | None:
