@@ -57,7 +57,7 @@ chromium:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core; }
 
 test: install-dev static labelstudio chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: install-dev
 	$(PY) -m bench $(if $(ONLY),--only $(ONLY),)
