@@ -140,7 +140,7 @@ class GroundTruthBox(BoxFields):
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = CurrentGroundTruthManager()
-    with_history = models.Manager()
+    with_history = models.Manager()  # noqa: DJ012 (a second manager, not a field)
 
     class Meta(BoxFields.Meta):
         ordering = ["image", "id"]
@@ -208,15 +208,15 @@ class ExpertBox(BoxFields):
     #: None: drawn by the expert; False: the model's box accepted unchanged; True: edited
     prediction_changed = models.BooleanField(null=True, blank=True)
 
-    @property
-    def accepted_unchanged(self) -> bool:
-        return bool(self.prediction_model) and self.prediction_changed is False
-
     class Meta(BoxFields.Meta):
         ordering = ["annotation", "id"]
 
     def __str__(self) -> str:
         return f"{self.label} by annotation {self.annotation_id}"
+
+    @property
+    def accepted_unchanged(self) -> bool:
+        return bool(self.prediction_model) and self.prediction_changed is False
 
 
 class ImportJob(models.Model):
