@@ -158,16 +158,25 @@ class AnnotationsView(APIView):
             annotation = services.submit_annotation(
                 image=image, annotator=request.user, boxes=boxes, predictions=predictions,
                 base_revision=data.validated_data.get("revision"))
-        except services.NotAssigned as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-        except services.StaleAnnotation as exc:
-            return _stale_response(exc)
-        except services.AnnotationRejected as exc:
-            return Response({"boxes": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
-        except ValueError as exc:  # malformed Label Studio result
-            return Response({"result": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        except EDITOR_REFUSALS as exc:
+            return _editor_refusal(exc)
         annotation = selectors.own_annotations(request.user).get(pk=annotation.pk)
         return Response(AnnotationOutSerializer(annotation).data, status=status.HTTP_201_CREATED)
+
+
+#: what a save from the editor (submit or draft) can be refused with
+EDITOR_REFUSALS = (services.NotAssigned, services.StaleAnnotation, ValueError)  # ValueError: AnnotationRejected too
+
+
+def _editor_refusal(exc: Exception) -> Response:
+    """The answer to a refused editor save: 403 not yours, 409 stale, 400 what is wrong."""
+    if isinstance(exc, services.NotAssigned):
+        return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, services.StaleAnnotation):
+        return _stale_response(exc)
+    if isinstance(exc, services.AnnotationRejected):
+        return Response({"boxes": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+    return Response({"result": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)  # malformed LS result
 
 
 class DraftView(APIView):
@@ -189,14 +198,8 @@ class DraftView(APIView):
             boxes, predictions = data.boxes_for(image)
             draft = drafts.save_draft(image=image, annotator=request.user, boxes=boxes, predictions=predictions,
                                       base_revision=data.validated_data.get("revision"))
-        except services.NotAssigned as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-        except services.StaleAnnotation as exc:
-            return _stale_response(exc)
-        except services.AnnotationRejected as exc:
-            return Response({"boxes": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
-        except ValueError as exc:
-            return Response({"result": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        except EDITOR_REFUSALS as exc:
+            return _editor_refusal(exc)
         return Response({"image": image.pk, "boxes": len(draft.boxes), "base_revision": draft.base_revision or 0,
                          "saved_at": draft.updated_at})
 
