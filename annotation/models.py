@@ -11,6 +11,7 @@ from django.db.models import CheckConstraint, Q, UniqueConstraint
 
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from annotation.geometry import Box
+from cytoloop.models import Job
 
 LABEL_CHOICES = [(name, f"{name} ({DESCRIPTIONS[name]})") for name in BETHESDA]
 
@@ -219,39 +220,28 @@ class ExpertBox(BoxFields):
         return bool(self.prediction_model) and self.prediction_changed is False
 
 
-class ImportJob(models.Model):
+class ImportJob(Job):
     """A browser import running on a worker: progress and every skipped file's reason."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="import_jobs")
     upload_dir = models.CharField(max_length=500)
     annotations_name = models.CharField(max_length=300, blank=True)
     as_predictions = models.BooleanField(default=False)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     total = models.PositiveIntegerField(default=0)
     processed = models.PositiveIntegerField(default=0)
     imported = models.PositiveIntegerField(default=0)
     boxes = models.PositiveIntegerField(default=0)
     skipped = models.JSONField(default=list, blank=True, help_text="[{name, reason, message}]")
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(Job.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"import {self.pk} into {self.dataset} ({self.status})"
 
-    @property
-    def percent(self) -> int:
-        return int(100 * self.processed / self.total) if self.total else (100 if self.status == "done" else 0)
+    def progress_counts(self) -> tuple[int | None, int | None]:
+        return self.processed, self.total
 
 
 class LabelStudioAccount(models.Model):

@@ -31,6 +31,7 @@ from annotation.validation import (
     iter_image_sources,
     validate_image_bytes,
 )
+from cytoloop.jobs import enqueue_on_commit
 
 log = logging.getLogger(__name__)
 
@@ -439,11 +440,10 @@ def start_import_job(*, dataset: Dataset, files, annotations_file=None, as_predi
 
     ``files`` and ``annotations_file`` are Django UploadedFile objects. The job row and the
     upload folder exist before the task is queued (on commit), so nothing is lost if the broker
-    is slow; if queuing fails the job is marked failed with the reason.
+    is slow or down (the enqueue is then kept and sent when the broker is back).
     """
     import uuid
 
-    from annotation.tasks import run_import_job_task
     from annotation.validation import safe_member_name
 
     if not files:
@@ -472,17 +472,8 @@ def start_import_job(*, dataset: Dataset, files, annotations_file=None, as_predi
             dataset=dataset, upload_dir=folder, annotations_name=annotations_name,
             as_predictions=as_predictions, created_by=created_by,
         )
-        transaction.on_commit(lambda: _enqueue(job.pk, run_import_job_task))
+        enqueue_on_commit("annotation.run_import_job", job.pk, job=job)
     return job
-
-
-def _enqueue(job_id: int, task) -> None:
-    try:
-        task.delay(job_id)
-    except Exception as exc:  # broker down: say so on the job instead of losing it silently
-        ImportJob.objects.filter(pk=job_id).update(
-            status=ImportJob.Status.FAILED, error=f"could not queue the import: {exc}"
-        )
 
 
 def run_import_job(job_id: int) -> ImportJob:
@@ -492,10 +483,10 @@ def run_import_job(job_id: int) -> ImportJob:
     from django.utils import timezone
 
     job = ImportJob.objects.select_related("dataset", "created_by").get(pk=job_id)
-    if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):
+    if job.status in (ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED):
         return job
     base = Path(default_storage.path(job.upload_dir))
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING)
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING, started_at=timezone.now())
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 5 == 0 or done == 1:
@@ -517,7 +508,7 @@ def run_import_job(job_id: int) -> ImportJob:
         )
     else:
         ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportJob.Status.DONE,
+            status=ImportJob.Status.SUCCEEDED,
             imported=len(report.imported),
             boxes=report.boxes + report.predictions,
             skipped=[{"name": s.name, "reason": s.reason, "message": s.message} for s in report.skipped]
@@ -845,16 +836,7 @@ def enqueue_outbox(*, kind: str, object_id: int) -> None:
                 OutboxMessage.objects.create(kind=kind, object_id=object_id)
         except IntegrityError:  # another transaction queued it meanwhile
             pending.update(next_attempt_at=None)
-    transaction.on_commit(_kick_outbox)
-
-
-def _kick_outbox() -> None:
-    from annotation.tasks import flush_outbox_task
-
-    try:
-        flush_outbox_task.apply_async(retry=False)
-    except Exception as exc:  # broker unreachable: the beat schedule flushes later
-        log.warning("outbox flush not queued (%s); it will run on the next periodic flush", exc)
+    enqueue_on_commit("annotation.flush_outbox")
 
 
 OUTBOX_MAX_ATTEMPTS = 12
@@ -1440,18 +1422,9 @@ def recompute_dataset(*, dataset: Dataset, force: bool = False, chunk: int = 200
 
 
 def queue_consensus(image_id: int) -> None:
-    """After commit: compute the image's consensus on a worker (the periodic sweep catches up
-    if the broker is down)."""
-
-    def kick():
-        from annotation.tasks import compute_consensus_task
-
-        try:
-            compute_consensus_task.apply_async((image_id,), retry=False)
-        except Exception as exc:
-            log.warning("consensus for image %s not queued (%s); the periodic sweep will do it", image_id, exc)
-
-    transaction.on_commit(kick)
+    """After commit: compute the image's consensus on a worker (kept and sent later if the
+    broker is down; the periodic sweep catches up too)."""
+    enqueue_on_commit("annotation.compute_consensus", image_id)
 
 
 def consensus_sweep(*, limit: int = 500) -> dict:

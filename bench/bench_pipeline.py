@@ -88,8 +88,8 @@ def _export(base: Path, policy: str, calibration: np.ndarray) -> tuple[Path, Pat
     import keras
 
     from training.detector_trainer import export_detector_saved_model, init_head_outputs
-    from training.models.resnest import ResNeStClassifier
-    from training.models.yolov4 import build_detector
+    from training.networks.resnest import ResNeStClassifier
+    from training.networks.yolov4 import build_detector
     from training.trainer import export_saved_model
 
     keras.mixed_precision.set_global_policy(policy)

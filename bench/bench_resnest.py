@@ -31,7 +31,7 @@ CLASSES = 6
 def _build(kind: str):
     import keras
 
-    from training.models.resnest import ResNeStClassifier
+    from training.networks.resnest import ResNeStClassifier
 
     if kind == "resnest50":
         model = ResNeStClassifier.from_preset("resnest50", num_classes=CLASSES, input_size=SIZE)

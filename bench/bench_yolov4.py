@@ -36,7 +36,7 @@ REFERENCE_MS = 47.8  # the issue's figure: YOLOv4, 608 px, RTX 2070 Super (Darkn
 def _build(kind: str):
     import keras
 
-    from training.models.yolov4 import build_detector
+    from training.networks.yolov4 import build_detector
 
     if kind == "yolov4":
         return build_detector("yolov4", num_classes=CLASSES, input_size=SIZE)

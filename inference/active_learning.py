@@ -382,7 +382,7 @@ def keras_trainer(config, workdir: str | Path | None = None) -> Trainer:
     def train(images: np.ndarray, labels: np.ndarray, seed: int) -> Classifier:
         import keras
 
-        import training.models.resnest  # noqa: F401  (registers the layers for loading)
+        import training.networks.resnest  # noqa: F401  (registers the layers for loading)
         from training.trainer import ClassifierData, train_classifier
 
         side = int(config.data.input_size)

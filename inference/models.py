@@ -13,28 +13,22 @@ from django.conf import settings
 from django.db import models
 from django.db.models import UniqueConstraint
 
+from cytoloop.models import Job
 
-class PredictionJob(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
+
+class PredictionJob(Job):
+    """Predict a dataset's images (or a selection) with a detector and a classifier version.
+    progress: done, total, predicted, skipped, pushed."""
 
     dataset = models.ForeignKey("annotation.Dataset", on_delete=models.CASCADE, related_name="prediction_jobs")
     image_ids = models.JSONField(null=True, blank=True, help_text="a selection; null = every image of the dataset")
     detector_version = models.ForeignKey("training.ModelVersion", on_delete=models.PROTECT, related_name="+")
     classifier_version = models.ForeignKey("training.ModelVersion", on_delete=models.PROTECT, related_name="+")
     push_to_label_studio = models.BooleanField(default=True)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    progress = models.JSONField(default=dict, blank=True, help_text="done, total, predicted, skipped, pushed")
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(Job.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"prediction job {self.pk} ({self.status})"

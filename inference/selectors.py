@@ -6,7 +6,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquer
 
 from annotation.models import Dataset, PredictionBox
 from inference.models import ImagePrediction, PredictionJob, RankedImage, RankingRound
-from training.records import ModelKind, ModelVersion
+from training.models import ModelKind, ModelVersion
 
 ACTIVE_JOBS = (PredictionJob.Status.QUEUED, PredictionJob.Status.RUNNING)
 

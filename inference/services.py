@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotation.bethesda import BETHESDA
 from annotation.models import Dataset, Image, PredictionBox
+from cytoloop.jobs import enqueue_on_commit
 from inference.models import (
     ClusterPrediction,
     ImagePrediction,
@@ -21,7 +22,7 @@ from inference.models import (
     RankedImage,
     RankingRound,
 )
-from training.records import ModelKind, ModelVersion
+from training.models import ModelKind, ModelVersion
 from training.services import read_pixels
 
 log = logging.getLogger(__name__)
@@ -71,19 +72,8 @@ def start_prediction_job(*, dataset: Dataset, image_ids: list[int] | None = None
                                            classifier_version=classifier, created_by=created_by,
                                            push_to_label_studio=push_to_label_studio)
         if enqueue:
-            transaction.on_commit(lambda: _enqueue_job(job.pk))
+            enqueue_on_commit("inference.predict", job.pk, job=job)
     return job
-
-
-def _enqueue_job(job_id: int) -> None:
-    from inference.tasks import predict_task
-
-    try:
-        result = predict_task.apply_async((job_id,), retry=False)
-        PredictionJob.objects.filter(pk=job_id).update(progress={"task_id": result.id})
-    except Exception as exc:
-        PredictionJob.objects.filter(pk=job_id).update(status=PredictionJob.Status.FAILED,
-                                                       error=f"could not queue the job: {exc}")
 
 
 def run_prediction_job(job_id: int) -> PredictionJob:

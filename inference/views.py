@@ -25,8 +25,8 @@ from inference.forms import OTHER_STRATEGIES, PredictForm, RankingRoundForm, str
 from inference.models import PredictionJob, RankingRound
 from inference.services import InferenceRefused
 from inference.uncertainty import STRATEGIES
+from training.models import ModelKind
 from training.promotion import figures_of
-from training.records import ModelKind
 
 #: Ranked images per page of a round (the selected ones come first).
 PAGE_SIZE = 24

@@ -65,3 +65,21 @@ def manage(*args: str, env: dict | None = None, input: str | None = None, timeou
         text=True,
         timeout=timeout,
     )
+
+
+def record_enqueues(monkeypatch, task_name: str) -> list:
+    """Record the first argument (the row id) of every enqueue of ``task_name`` instead of
+    sending it; other tasks go to the broker as usual (cytoloop.jobs.send_now)."""
+    from cytoloop import jobs
+
+    calls: list = []
+    real = jobs.send_now
+
+    def send(task, *args, job=None):
+        if (task if isinstance(task, str) else task.name) == task_name:
+            calls.append(args[0])
+            return True
+        return real(task, *args, job=job)
+
+    monkeypatch.setattr(jobs, "send_now", send)
+    return calls

@@ -97,7 +97,7 @@ class DetectorOptimConfig:
 class DetectorRunConfig:
     """One detector training run.
 
-    preset: a ``training.models.yolov4`` preset ("yolov4", "yolov4_tiny", "yolov4_test").
+    preset: a ``training.networks.yolov4`` preset ("yolov4", "yolov4_tiny", "yolov4_test").
     num_classes: detector classes (5: the ATYPICAL grades). input_size: the network's side in
     pixels, a multiple of 32 (None: the preset's). anchors: "kmeans" (IoU k-means on the
     training boxes at the input size; the preset's when there are too few boxes) or "preset"

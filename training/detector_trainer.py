@@ -293,7 +293,7 @@ def init_head_outputs(detector, prior: float = OBJECTNESS_PRIOR, std: float = HE
     """
     import keras
 
-    from training.models.yolov4.head import BOX_FIELDS
+    from training.networks.yolov4.head import BOX_FIELDS
 
     depth = BOX_FIELDS + detector.num_classes
     for k, stride in enumerate(detector.strides):
@@ -309,7 +309,7 @@ def build_run_detector(config: DetectorRunConfig, anchors):
     """A fresh ``YOLOV4Detector`` of the run's preset and size, carrying ``anchors`` in its
     config (so a saved model has what its decoder and loss need), heads initialised by
     ``init_head_outputs``."""
-    from training.models.yolov4 import YOLOV4Detector, get_preset
+    from training.networks.yolov4 import YOLOV4Detector, get_preset
 
     preset = get_preset(config.preset)
     detector = YOLOV4Detector(
@@ -505,11 +505,11 @@ def train_detector(
     import keras
     import tensorflow as tf
 
-    import training.models.yolov4  # noqa: F401  (registers the custom layers)
+    import training.networks.yolov4  # noqa: F401  (registers the custom layers)
     from training.detection.encoder import LabelEncoder
     from training.detection.evaluate import average_precision, choose_threshold
     from training.detection.loss import YoloLoss
-    from training.models.yolov4 import get_preset
+    from training.networks.yolov4 import get_preset
 
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -663,7 +663,7 @@ def export_detector_saved_model(model_path: Path, out_dir: Path) -> Path:
     strides, anchors, scale_x_y, classes), which the SavedModel's graph does not carry."""
     import keras
 
-    import training.models.yolov4  # noqa: F401  (registers the custom layers for loading)
+    import training.networks.yolov4  # noqa: F401  (registers the custom layers for loading)
 
     model = keras.saving.load_model(model_path)
     out_dir = Path(out_dir)

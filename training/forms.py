@@ -11,7 +11,7 @@ from training.augment import AugmentConfig
 from training.config import ClassifierRunConfig, DataConfig, OptimConfig
 from training.smoothing import TargetConfig
 
-#: training.models.resnest.resnest_config.PRESETS, by name: importing that package loads
+#: training.networks.resnest.resnest_config.PRESETS, by name: importing that package loads
 #: Keras/TensorFlow, which the web process never does (a test keeps the two lists the same).
 PRESET_CHOICES = (
     ("resnest_tiny", "ResNeSt tiny (test size, 1/8 width)"),
@@ -102,7 +102,7 @@ class ClassifierRunForm(forms.Form):
         return self._config
 
 
-#: training.models.yolov4.presets.PRESETS, by name (the same reason as PRESET_CHOICES).
+#: training.networks.yolov4.presets.PRESETS, by name (the same reason as PRESET_CHOICES).
 DETECTOR_PRESET_CHOICES = (
     ("yolov4_test", "YOLOv4 test size (1/8 width, 128 px)"),
     ("yolov4_tiny", "YOLOv4-tiny (416 px)"),

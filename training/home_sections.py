@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from cytoloop.home import section
 from cytoloop.roles import Role
-from training.records import ModelVersion, TrainingRun
+from training.models import ModelVersion, TrainingRun
 
 RUNNING = 5
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from training.records import ModelKind, ModelVersion
+from training.models import ModelKind, ModelVersion
 
 #: per kind: (key, label, floor setting or None), the headline figure first
 FIGURES: dict[str, tuple[tuple[str, str, str | None], ...]] = {

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.db.models import Count, Max, QuerySet
 
 from annotation.models import Dataset
-from training.records import ModelVersion, Promotion, TrainingRun
+from training.models import ModelVersion, Promotion, TrainingRun
 
 ACTIVE = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
 

@@ -13,9 +13,13 @@ from django.utils import timezone
 
 from annotation.bethesda import BETHESDA
 from annotation.models import Cluster, Dataset, GroundTruthBox, Image
-from training.records import DatasetVersion, ModelKind, ModelVersion, Promotion, TrainingRun
+from cytoloop.jobs import enqueue_on_commit
+from training.models import DatasetVersion, ModelKind, ModelVersion, Promotion, TrainingRun
 
 log = logging.getLogger(__name__)
+
+#: the Celery task that runs a training run (training.tasks.train_task)
+TRAIN_TASK = "training.run"
 
 
 class TrainingRefused(Exception):
@@ -183,22 +187,8 @@ def start_training_run(*, kind: str, config, dataset: Dataset, created_by=None, 
         run = TrainingRun.objects.create(kind=kind, dataset_version=version, config=config.to_json(),
                                          created_by=created_by)
         if enqueue:
-            transaction.on_commit(lambda: _enqueue_run(run.pk))
+            enqueue_on_commit(TRAIN_TASK, run.pk, job=run)
     return run
-
-
-def _enqueue_run(run_id: int) -> None:
-    from training.tasks import train_task
-
-    try:
-        result = train_task.apply_async((run_id,), retry=False)
-        with transaction.atomic():
-            run = TrainingRun.objects.select_for_update().get(pk=run_id)
-            run.progress = {**run.progress, "task_id": result.id}  # a resumed run keeps its last progress
-            run.save(update_fields=["progress"])
-    except Exception as exc:
-        TrainingRun.objects.filter(pk=run_id).update(status=TrainingRun.Status.FAILED,
-                                                     error=f"could not queue the run: {exc}")
 
 
 def cancel_run(*, run: TrainingRun) -> TrainingRun:
@@ -232,7 +222,7 @@ def resume_run(*, run: TrainingRun, enqueue: bool = True) -> TrainingRun:
         run.status, run.error = TrainingRun.Status.QUEUED, ""
         run.save(update_fields=["status", "error"])
         if enqueue:
-            transaction.on_commit(lambda: _enqueue_run(run.pk))
+            enqueue_on_commit(TRAIN_TASK, run.pk, job=run)
     return run
 
 
@@ -319,7 +309,7 @@ def _train_classifier(run: TrainingRun, hooks) -> dict:
 def _train_detector(run: TrainingRun, hooks) -> dict:
     from training.detector_config import DetectorRunConfig
     from training.detector_trainer import train_detector
-    from training.models.yolov4.presets import get_preset
+    from training.networks.yolov4.presets import get_preset
 
     config = DetectorRunConfig.from_json(run.config)
     input_size = config.input_size or get_preset(config.preset).input_size

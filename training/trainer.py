@@ -60,7 +60,7 @@ def accelerator() -> dict:
 
 
 def build_classifier(config: ClassifierRunConfig):
-    from training.models.resnest import ResNeStClassifier
+    from training.networks.resnest import ResNeStClassifier
 
     overrides = {"input_size": config.data.input_size, "dropout": config.dropout}
     if config.width_multiplier is not None:
@@ -86,7 +86,7 @@ def train_classifier(
     import keras
     import tensorflow as tf
 
-    import training.models.resnest  # noqa: F401  (registers the custom layers for resuming)
+    import training.networks.resnest  # noqa: F401  (registers the custom layers for resuming)
     from training.metrics import classification_report, macro_f1
     from training.pipeline import train_dataset
     from training.smoothing import make_targets
@@ -197,7 +197,7 @@ def export_saved_model(model_path: Path, out_dir: Path) -> Path:
     """A TensorFlow SavedModel of the trained classifier, for serving."""
     import keras
 
-    import training.models.resnest  # noqa: F401  (registers the custom layers for loading)
+    import training.networks.resnest  # noqa: F401  (registers the custom layers for loading)
 
     model = keras.saving.load_model(model_path)
     out_dir = Path(out_dir)

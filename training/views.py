@@ -25,8 +25,8 @@ from cytoloop.roles import Role, role_required
 from training import selectors, services
 from training.forms import PRESET_CHOICES, TARGET_CHOICES, ClassifierRunForm, DetectorRunForm
 from training.metrics import METRIC_NAMES
+from training.models import ModelKind, ModelVersion, TrainingRun
 from training.promotion import check_promotion
-from training.records import ModelKind, ModelVersion, TrainingRun
 from training.services import PromotionNeedsConfirmation, TrainingRefused
 
 #: A running run whose last heartbeat is older than this is flagged on its page (the beat task

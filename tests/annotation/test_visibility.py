@@ -91,7 +91,7 @@ def _coco(names) -> dict:
 
 
 def _model_versions(dataset):
-    from training.records import DatasetVersion, ModelVersion
+    from training.models import DatasetVersion, ModelVersion
 
     dv, _ = DatasetVersion.objects.get_or_create(dataset=dataset, number=1, defaults={"splits": {}})
     det = ModelVersion.objects.create(kind="detector", name="det-blind", dataset_version=dv, artifact_dir="x",

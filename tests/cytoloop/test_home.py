@@ -137,7 +137,7 @@ def test_an_admin_sees_images_by_state_each_figure_linking_to_those_images(clien
 
 def test_an_admin_sees_running_jobs_promoted_models_and_the_current_round_each_linked(client_as, tmp_path, lab):
     from inference.models import PredictionJob, RankingRound
-    from training.records import DatasetVersion, ModelVersion, TrainingRun
+    from training.models import DatasetVersion, ModelVersion, TrainingRun
 
     dataset = lab["agreed"][0].dataset
     dv = DatasetVersion.objects.create(dataset=dataset, number=1, splits={})

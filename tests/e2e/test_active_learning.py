@@ -15,20 +15,18 @@ from playwright.sync_api import expect
 
 from annotation.models import Image
 from annotation.services import ensure_dataset, import_images
-from inference import services
 from inference.models import PredictionJob, RankingRound
 from inference.pipeline import ClusterResult, ImageResult
 from inference.services import store_prediction
-from training.records import DatasetVersion, ModelVersion
+from tests.helpers import record_enqueues
+from training.models import DatasetVersion, ModelVersion
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def enqueued(monkeypatch):
-    calls: list[int] = []
-    monkeypatch.setattr(services, "_enqueue_job", calls.append)
-    return calls
+    return record_enqueues(monkeypatch, "inference.predict")
 
 
 def _cluster(p, box, emb):

@@ -11,19 +11,17 @@ from PIL import Image as PILImage
 from playwright.sync_api import expect
 
 from annotation.models import Dataset
-from training import services
+from tests.helpers import record_enqueues
 from training.config import ClassifierRunConfig
 from training.metrics import classification_report
-from training.records import DatasetVersion, ModelVersion, TrainingRun
+from training.models import DatasetVersion, ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def enqueued(monkeypatch):
-    calls: list[int] = []
-    monkeypatch.setattr(services, "_enqueue_run", calls.append)
-    return calls
+    return record_enqueues(monkeypatch, "training.run")
 
 
 @pytest.fixture

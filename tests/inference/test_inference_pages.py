@@ -2,7 +2,7 @@
 its live job list, the ranking-round form and a round's page (ranked thumbnails, reasons, score
 histogram). Django's test client against the real PostgreSQL. Predictions are stored the way a
 prediction job stores them (store_prediction), so no TensorFlow; the Celery hand-off
-(inference.services._enqueue_job) is recorded instead of sent."""
+(cytoloop.jobs.send_now, for inference.predict) is recorded instead of sent."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from PIL import Image as PILImage
 
 from annotation.models import Dataset, Image
 from annotation.services import ensure_dataset, import_images
-from inference import services, views
+from inference import views
 from inference.forms import ROUND_STRATEGIES
 from inference.models import PredictionJob, RankedImage, RankingRound
 from inference.pipeline import ClusterResult, ImageResult
 from inference.services import start_ranking_round, store_prediction
 from inference.uncertainty import STRATEGIES
-from training.records import DatasetVersion, ModelVersion
+from tests.helpers import record_enqueues
+from training.models import DatasetVersion, ModelVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -43,10 +44,8 @@ def admin(client_as):
 
 @pytest.fixture
 def enqueued(monkeypatch):
-    """Job ids handed to Celery (inference.services._enqueue_job), in order."""
-    calls: list[int] = []
-    monkeypatch.setattr(services, "_enqueue_job", calls.append)
-    return calls
+    """Job ids handed to Celery (cytoloop.jobs.send_now, for inference.predict), in order."""
+    return record_enqueues(monkeypatch, "inference.predict")
 
 
 def make_version(kind: str, dataset: Dataset, name: str, *, promoted: bool = True, metrics=None) -> ModelVersion:

@@ -19,8 +19,8 @@ def export_tiny_models(base, policy: str = "float32"):
     import keras
 
     from training.detector_trainer import export_detector_saved_model
-    from training.models.resnest import ResNeStClassifier
-    from training.models.yolov4 import build_detector
+    from training.networks.resnest import ResNeStClassifier
+    from training.networks.yolov4 import build_detector
     from training.trainer import export_saved_model
 
     keras.mixed_precision.set_global_policy(policy)

@@ -13,7 +13,7 @@ from annotation.models import Image, PredictionBox
 from annotation.services import ensure_dataset, import_images
 from inference.models import ClusterPrediction, ImagePrediction, PredictionJob
 from inference.services import InferenceRefused, run_prediction_job, start_prediction_job
-from training.records import DatasetVersion, ModelVersion
+from training.models import DatasetVersion, ModelVersion
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,8 +23,8 @@ def exported(tmp_path_factory):
     import keras
 
     from training.detector_trainer import export_detector_saved_model
-    from training.models.resnest import ResNeStClassifier
-    from training.models.yolov4 import build_detector
+    from training.networks.resnest import ResNeStClassifier
+    from training.networks.yolov4 import build_detector
     from training.trainer import export_saved_model
 
     base = tmp_path_factory.mktemp("models")

@@ -15,7 +15,7 @@ from inference.services import (
     start_ranking_round,
     store_prediction,
 )
-from training.records import DatasetVersion, ModelVersion
+from training.models import DatasetVersion, ModelVersion
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

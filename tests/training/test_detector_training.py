@@ -73,7 +73,7 @@ def run_config(epochs: int, steps: int, *, batch_size: int = 4, augment=NO_AUGME
 
 
 def load_model(path):
-    import training.models.yolov4  # noqa: F401  (registers the custom layers)
+    import training.networks.yolov4  # noqa: F401  (registers the custom layers)
 
     return keras.saving.load_model(path)
 
@@ -184,7 +184,7 @@ def test_mosaic_examples_carry_boxes_of_several_images():
 def test_training_batches_hold_images_in_unit_range_and_the_encoder_targets():
     from training.detection.encoder import LabelEncoder
     from training.detector_trainer import detector_train_dataset
-    from training.models.yolov4 import get_preset
+    from training.networks.yolov4 import get_preset
 
     images, boxes, classes = dataset([0])
     split = prepare_split(images, boxes, classes, 5)
@@ -202,7 +202,7 @@ def test_training_batches_hold_images_in_unit_range_and_the_encoder_targets():
 
 
 def test_anchors_come_from_kmeans_on_the_training_boxes_at_the_input_size():
-    from training.models.yolov4 import get_preset
+    from training.networks.yolov4 import get_preset
 
     images, boxes, classes = dataset(range(8), size=256, clusters=(2, 3))
     split = prepare_split(images, boxes, classes, 5)
@@ -219,7 +219,7 @@ def test_anchors_come_from_kmeans_on_the_training_boxes_at_the_input_size():
 
 
 def test_anchors_fall_back_to_the_preset_with_fewer_boxes_than_anchors():
-    from training.models.yolov4 import get_preset
+    from training.networks.yolov4 import get_preset
 
     images, boxes, classes = dataset([0, 1])
     split = prepare_split(images, boxes, classes, 5)

@@ -18,7 +18,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from training.models.resnest import (  # noqa: E402
+from training.networks.resnest import (  # noqa: E402
     PRESETS,
     GroupedConv2D,
     ResNeStBackbone,

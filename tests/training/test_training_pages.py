@@ -1,6 +1,6 @@
 """The Training pages (admin only): start a run from the form, watch its progress, cancel and
 resume it, the model registry with its test report, promote and rollback. Django's test client
-against the real PostgreSQL; the Celery hand-off (training.services._enqueue_run) is recorded
+against the real PostgreSQL; the Celery hand-off (cytoloop.jobs.send_now, for training.run) is recorded
 instead of sent, so no message for a test-only run id is left on the shared broker."""
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from PIL import Image as PILImage
 
 from annotation.bethesda import BETHESDA
 from annotation.models import Dataset
+from tests.helpers import record_enqueues
 from training import services
 from training.config import ClassifierRunConfig, DataConfig, OptimConfig
 from training.forms import PRESET_CHOICES
 from training.metrics import classification_report
-from training.records import DatasetVersion, ModelVersion, Promotion, TrainingRun
+from training.models import DatasetVersion, ModelVersion, Promotion, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -51,10 +52,8 @@ def admin(client_as):
 
 @pytest.fixture
 def enqueued(monkeypatch):
-    """Run ids handed to Celery (training.services._enqueue_run), in order."""
-    calls: list[int] = []
-    monkeypatch.setattr(services, "_enqueue_run", calls.append)
-    return calls
+    """Run ids handed to Celery (cytoloop.jobs.send_now, for training.run), in order."""
+    return record_enqueues(monkeypatch, "training.run")
 
 
 @pytest.fixture
@@ -128,8 +127,8 @@ def test_only_admins_see_training_in_the_navigation(client_as, client):
 
 
 def test_the_form_offers_every_resnest_preset():
-    """The form's list is kept apart from training.models.resnest (that package loads Keras)."""
-    source = (ROOT / "training" / "models" / "resnest" / "resnest_config.py").read_text()
+    """The form's list is kept apart from training.networks.resnest (that package loads Keras)."""
+    source = (ROOT / "training" / "networks" / "resnest" / "resnest_config.py").read_text()
     presets = next(node.value for node in ast.walk(ast.parse(source))
                    if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "PRESETS")
     assert {key.value for key in presets.keys} == {name for name, _ in PRESET_CHOICES}
@@ -443,7 +442,7 @@ def test_a_detector_runs_page_names_its_metric(admin, version):
 def test_the_detector_form_offers_every_yolov4_preset():
     from training.forms import DETECTOR_PRESET_CHOICES
 
-    source = (ROOT / "training" / "models" / "yolov4" / "presets.py").read_text()
+    source = (ROOT / "training" / "networks" / "yolov4" / "presets.py").read_text()
     presets = next(node.value for node in ast.walk(ast.parse(source))
                    if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "PRESETS")
     names = {key.value for key in presets.keys if isinstance(key, ast.Constant)}

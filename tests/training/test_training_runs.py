@@ -17,7 +17,7 @@ from annotation.synthetic import SyntheticConfig, generate_dataset
 from tests.helpers import ROOT, child_env, manage
 from training.augment import AugmentConfig
 from training.config import ClassifierRunConfig, DataConfig, OptimConfig
-from training.records import ModelVersion, Promotion, TrainingRun
+from training.models import ModelVersion, Promotion, TrainingRun
 from training.services import (
     TrainingRefused,
     cancel_run,
@@ -170,7 +170,7 @@ def test_a_run_started_for_the_queue_is_trained_by_a_worker_consuming_only_the_g
 
     app.control.purge()
     run = start_training_run(kind="classifier", config=tiny(epochs=1), dataset=synthetic)  # enqueued on commit
-    assert TrainingRun.objects.get(pk=run.pk).progress.get("task_id")
+    assert TrainingRun.objects.get(pk=run.pk).task_id
     with start_worker(app, queues=["gpu"], pool="solo", perform_ping_check=False, loglevel="WARNING",
                       shutdown_timeout=60):
         deadline = time.monotonic() + 240

@@ -16,7 +16,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from training.models.yolov4 import (  # noqa: E402
+from training.networks.yolov4 import (  # noqa: E402
     PRESETS,
     CSPDarknet53,
     CSPDarknet53Tiny,
@@ -325,10 +325,10 @@ def test_input_size_must_be_a_multiple_of_32():
 
 
 def test_yolov4_package_imports_no_django():
-    """Pure Keras: nothing under training/models/yolov4 imports Django or the Django app."""
-    for path in sorted((ROOT / "training" / "models" / "yolov4").glob("*.py")):
+    """Pure Keras: nothing under training/networks/yolov4 imports Django or the Django app."""
+    for path in sorted((ROOT / "training" / "networks" / "yolov4").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
                 assert not [n for n in names if n.split(".")[0] == "django"
-                            or (n.startswith("training") and not n.startswith("training.models"))], path
+                            or (n.startswith("training") and not n.startswith("training.networks"))], path

@@ -110,7 +110,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"{dataset.name}: {exc}") from None
         # the preset is checked last: its module imports TensorFlow (slow, and noisy on stderr)
-        from training.models.resnest.resnest_config import PRESETS
+        from training.networks.resnest.resnest_config import PRESETS
 
         if o["preset"] not in PRESETS:
             raise CommandError(f"unknown preset {o['preset']!r}; have: {', '.join(PRESETS)}")

@@ -208,6 +208,8 @@ EXTRA_EXPERT_LOCK_MINUTES = env.int("EXTRA_EXPERT_LOCK_MINUTES", default=240)
 CELERY_BEAT_SCHEDULE = {
     "flush-label-studio-outbox": {"task": "annotation.flush_outbox", "schedule": 30.0},
     "reconcile-label-studio": {"task": "annotation.reconcile_label_studio", "schedule": 300.0},
+    #: enqueues the broker did not take (cytoloop.jobs.enqueue_on_commit), sent once it is back
+    "send-pending-enqueues": {"task": "cytoloop.send_pending_enqueues", "schedule": 30.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -82,7 +82,7 @@ class Command(BaseCommand):
             DetectorOptimConfig,
             DetectorRunConfig,
         )
-        from training.models.yolov4.presets import PRESETS
+        from training.networks.yolov4.presets import PRESETS
 
         if o["preset"].replace("-", "_") not in PRESETS:
             raise CommandError(f"unknown preset {o['preset']!r} for the detector; have: {', '.join(PRESETS)}")
@@ -110,7 +110,7 @@ class Command(BaseCommand):
                                   patience=o["patience"], time_limit_s=o["time_limit"],
                                   steps_per_epoch=o["steps_per_epoch"], seed=o["seed"]),
             )
-            from training.models.resnest.resnest_config import PRESETS
+            from training.networks.resnest.resnest_config import PRESETS
 
             if config.preset not in PRESETS:
                 raise ValueError(f"unknown preset {config.preset!r}; have: {', '.join(PRESETS)}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import keras
 
-from training.models.yolov4.mish import Mish
+from training.networks.yolov4.mish import Mish
 
 ACTIVATIONS = ("mish", "leaky", "linear")
 LEAKY_SLOPE = 0.1

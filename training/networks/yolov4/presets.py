@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from training.models.yolov4.backbone import CSP_STAGE_DEPTHS
-from training.models.yolov4.detector import ARCHITECTURES, STRIDES, YOLOV4Detector
+from training.networks.yolov4.backbone import CSP_STAGE_DEPTHS
+from training.networks.yolov4.detector import ARCHITECTURES, STRIDES, YOLOV4Detector
 
 YOLOV4_ANCHORS = ((12, 16), (19, 36), (40, 28), (36, 75), (76, 55), (72, 146), (142, 110),
                   (192, 243), (459, 401))

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import keras
 
-from training.models.yolov4.backbone import scaled
-from training.models.yolov4.darknet_conv import darknet_conv
+from training.networks.yolov4.backbone import scaled
+from training.networks.yolov4.darknet_conv import darknet_conv
 
 #: Channels of each box prediction before the class scores: tx, ty, tw, th, objectness.
 BOX_FIELDS = 5

@@ -1,8 +1,7 @@
-"""Training records (Django ORM): dataset versions, training runs, model versions, promotions.
+"""The training app's ORM: dataset versions, training runs, model versions, promotions.
 
-This is the training app's Django models module (see TrainingConfig.import_models): the
-package training/models/ holds the networks (ResNeSt, YOLOv4), which are pure Keras and must
-import without Django, so the ORM cannot live in training/models/__init__.py.
+The Keras networks (ResNeSt, YOLOv4) live in ``training/networks/``, pure Keras with no Django
+import; this module never imports them, so loading Django never loads TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,6 +9,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q, UniqueConstraint
+
+from cytoloop.models import Job
 
 
 class ModelKind(models.TextChoices):
@@ -36,39 +37,30 @@ class DatasetVersion(models.Model):
         return f"{self.dataset.name} v{self.number}"
 
 
-class TrainingRun(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-        INTERRUPTED = "interrupted", "interrupted (worker lost; can resume)"
-
+class TrainingRun(Job):
     kind = models.CharField(max_length=12, choices=ModelKind.choices)
     dataset_version = models.ForeignKey(DatasetVersion, on_delete=models.PROTECT, related_name="runs")
     config = models.JSONField(help_text="the full run configuration (frozen dataclasses as JSON)")
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    progress = models.JSONField(default=dict, blank=True,
-                                help_text="step, steps, epoch, epochs, loss, val metrics, eta_s")
     history = models.JSONField(default=list, blank=True, help_text="one entry per finished epoch")
     best_metric = models.FloatField(null=True, blank=True)
     best_epoch = models.PositiveIntegerField(null=True, blank=True)
     checkpoint_dir = models.CharField(max_length=500, blank=True)
     cancel_requested = models.BooleanField(default=False)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(Job.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"{self.kind} run {self.pk} ({self.status})"
+
+    def progress_counts(self) -> tuple[int | None, int | None]:
+        """Steps done of epochs x steps (progress: step, steps, epoch, epochs, loss, val metrics, eta_s)."""
+        p = self.progress or {}
+        epoch, epochs, step, steps = (p.get(k) for k in ("epoch", "epochs", "step", "steps"))
+        if not all(isinstance(v, int) and v >= 0 for v in (epoch, epochs, step, steps)) or not epochs or not steps:
+            return None, None
+        return (max(epoch, 1) - 1) * steps + min(step, steps), epochs * steps
 
 
 class ModelVersion(models.Model):

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import keras
 
-from training.models.yolov4.backbone import scaled
-from training.models.yolov4.darknet_conv import darknet_conv
+from training.networks.yolov4.backbone import scaled
+from training.networks.yolov4.darknet_conv import darknet_conv
 
 SPP_POOL_SIZES = (5, 9, 13)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from training.models.resnest.split_attention import SplitAttentionConv2D
+from training.networks.resnest.split_attention import SplitAttentionConv2D
 
 EXPANSION = 4
 

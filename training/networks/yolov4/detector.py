@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import keras
 
-from training.models.yolov4.backbone import CSP_STAGE_DEPTHS, CSPDarknet53, CSPDarknet53Tiny
-from training.models.yolov4.head import apply_yolo_heads
-from training.models.yolov4.neck import apply_spp_panet, apply_tiny_fpn
+from training.networks.yolov4.backbone import CSP_STAGE_DEPTHS, CSPDarknet53, CSPDarknet53Tiny
+from training.networks.yolov4.head import apply_yolo_heads
+from training.networks.yolov4.neck import apply_spp_panet, apply_tiny_fpn
 
 ARCHITECTURES = ("yolov4", "yolov4_tiny")
 #: Channels of each head's 3x3 convolution, per scale, finest first (before width_multiplier).

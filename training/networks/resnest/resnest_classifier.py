@@ -13,8 +13,8 @@ from typing import Any
 
 import keras
 
-from training.models.resnest.resnest_backbone import ResNeStBackbone
-from training.models.resnest.resnest_config import ResNeStConfig, preset
+from training.networks.resnest.resnest_backbone import ResNeStBackbone
+from training.networks.resnest.resnest_config import ResNeStConfig, preset
 
 
 @keras.saving.register_keras_serializable(package="cytoloop")

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import keras
 
-from training.models.yolov4.darknet_conv import darknet_conv
-from training.models.yolov4.route_group import RouteGroup
+from training.networks.yolov4.darknet_conv import darknet_conv
+from training.networks.yolov4.route_group import RouteGroup
 
 CSP_STAGE_WIDTHS = (64, 128, 256, 512, 1024)
 CSP_STAGE_DEPTHS = (1, 2, 8, 8, 4)

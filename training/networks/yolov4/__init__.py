@@ -7,14 +7,14 @@ head tensors ``(B, S/stride, S/stride, 3, 5 + C)``, finest stride first; ``PRESE
 Importing this package imports Keras/TensorFlow; the Django app (``training``) never does.
 """
 
-from training.models.yolov4.backbone import CSPDarknet53, CSPDarknet53Tiny
-from training.models.yolov4.darknet_conv import darknet_conv
-from training.models.yolov4.detector import YOLOV4Detector
-from training.models.yolov4.head import BOX_FIELDS, apply_yolo_heads
-from training.models.yolov4.mish import Mish
-from training.models.yolov4.neck import apply_spp, apply_spp_panet, apply_tiny_fpn
-from training.models.yolov4.presets import PRESETS, YoloPreset, build_detector, get_preset
-from training.models.yolov4.route_group import RouteGroup
+from training.networks.yolov4.backbone import CSPDarknet53, CSPDarknet53Tiny
+from training.networks.yolov4.darknet_conv import darknet_conv
+from training.networks.yolov4.detector import YOLOV4Detector
+from training.networks.yolov4.head import BOX_FIELDS, apply_yolo_heads
+from training.networks.yolov4.mish import Mish
+from training.networks.yolov4.neck import apply_spp, apply_spp_panet, apply_tiny_fpn
+from training.networks.yolov4.presets import PRESETS, YoloPreset, build_detector, get_preset
+from training.networks.yolov4.route_group import RouteGroup
 
 __all__ = [
     "BOX_FIELDS",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from training.models.resnest.grouped_conv2d import GroupedConv2D
+from training.networks.resnest.grouped_conv2d import GroupedConv2D
 
 
 @keras.saving.register_keras_serializable(package="cytoloop")

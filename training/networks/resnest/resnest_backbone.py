@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import keras
 
-from training.models.resnest.resnest_block import EXPANSION, ResNeStBlock
-from training.models.resnest.resnest_config import ResNeStConfig
+from training.networks.resnest.resnest_block import EXPANSION, ResNeStBlock
+from training.networks.resnest.resnest_config import ResNeStConfig
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 
