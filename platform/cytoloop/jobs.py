@@ -6,18 +6,25 @@ down: a 1 s connect timeout, then no further attempt for ``BROKER_RETRY_AFTER_S`
 process), the enqueue is kept as a :class:`~cytoloop.models.PendingEnqueue` row and sent by the
 periodic ``cytoloop.send_pending_enqueues`` task once the broker is back. A job row passed as
 ``job=`` gets the broker's task id in ``task_id`` when the task is sent (now or later).
+
+A task marks its row with :func:`mark_running` when it starts (status, start time, worker name,
+heartbeat) and :func:`mark_finished` when it ends (status, error, finish time), so every job kind
+records its timings and worker the same way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 
+from celery import current_task
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 
-from cytoloop.models import Job, PendingEnqueue
+from cytoloop.models import FINISHED_STATUSES, Job, JobStatus, PendingEnqueue
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +117,37 @@ def send_pending_enqueues(*, limit: int = 500) -> dict:
         PendingEnqueue.objects.filter(pk=row.pk).delete()
         sent += 1
     return {"sent": sent, "left": PendingEnqueue.objects.count()}
+
+
+# ---------------------------------------------------------------------------------------------
+# A job's row while it runs
+
+
+def worker_name() -> str:
+    """The Celery worker's name (``celery@host``) inside a task a worker runs, else this host's
+    name (a management command, an eager task, a test)."""
+    request = getattr(current_task, "request", None)
+    return getattr(request, "hostname", None) or socket.gethostname()
+
+
+def _write(job: Job, values: dict) -> Job:
+    for name, value in values.items():
+        setattr(job, name, value)
+    type(job)._default_manager.filter(pk=job.pk).update(**values)
+    return job
+
+
+def mark_running(job: Job, *, worker: str | None = None, **fields) -> Job:
+    """The job is running: status, its first start time (kept on a resume), its worker and a
+    heartbeat; ``fields`` are the kind's own columns written with them."""
+    now = timezone.now()
+    return _write(job, {"status": JobStatus.RUNNING, "started_at": job.started_at or now, "heartbeat_at": now,
+                        "worker": (worker or worker_name())[:200], **fields})
+
+
+def mark_finished(job: Job, status: str, error: str = "", **fields) -> Job:
+    """The job ended as ``status`` (succeeded, failed, cancelled, interrupted) with ``error``
+    ("" unless it failed); ``fields`` are the kind's own columns written with them."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"{status!r} is not a finished status")
+    return _write(job, {"status": status, "error": error[:5000], "finished_at": timezone.now(), **fields})

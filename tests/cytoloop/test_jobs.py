@@ -6,8 +6,10 @@ closed port, as when Redis is stopped."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -15,7 +17,8 @@ from django.conf import settings
 from django.db import transaction
 
 from annotation.models import Dataset, ImportJob
-from cytoloop.jobs import enqueue_on_commit, send_pending_enqueues
+from cytoloop import jobs
+from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running, send_pending_enqueues
 from cytoloop.models import JobStatus, PendingEnqueue
 from tests.helpers import ROOT, child_env
 
@@ -102,3 +105,36 @@ def test_the_sweep_keeps_what_a_still_dead_broker_refuses():
     assert "'sent': 0" in out and "'left': 1" in out, out
     row = PendingEnqueue.objects.get()
     assert row.attempts == 2 and row.error
+
+
+def test_a_started_job_records_its_worker_its_first_start_and_a_heartbeat(monkeypatch):
+    job = ImportJob.objects.create(dataset=Dataset.objects.create(name="started"), upload_dir="imports/s")
+    monkeypatch.setattr(jobs, "current_task", SimpleNamespace(request=SimpleNamespace(hostname="celery@gpu-7")))
+
+    mark_running(job)
+    row = ImportJob.objects.get(pk=job.pk)
+    assert (row.status, row.worker) == (JobStatus.RUNNING, "celery@gpu-7")
+    assert row.started_at is not None and row.heartbeat_at >= row.started_at
+
+    mark_running(row, worker="celery@gpu-8")  # a resume keeps the first start, names the new worker
+    again = ImportJob.objects.get(pk=job.pk)
+    assert (again.started_at, again.worker) == (row.started_at, "celery@gpu-8")
+    assert again.heartbeat_at >= row.heartbeat_at
+
+
+def test_a_job_run_outside_a_worker_names_this_host():
+    job = ImportJob.objects.create(dataset=Dataset.objects.create(name="here"), upload_dir="imports/h")
+    mark_running(job)
+    assert ImportJob.objects.get(pk=job.pk).worker == socket.gethostname()
+
+
+def test_a_finished_job_records_its_status_error_finish_time_and_own_fields():
+    job = ImportJob.objects.create(dataset=Dataset.objects.create(name="ended"), upload_dir="imports/e")
+    mark_finished(job, JobStatus.FAILED, "x" * 6000, imported=3)
+    row = ImportJob.objects.get(pk=job.pk)
+    assert (row.status, len(row.error), row.imported) == (JobStatus.FAILED, 5000, 3)
+    assert row.finished_at is not None and row.is_finished and not row.is_active
+    assert job.status == JobStatus.FAILED  # the instance says what the row says
+
+    with pytest.raises(ValueError, match="not a finished status"):
+        mark_finished(job, JobStatus.RUNNING)
