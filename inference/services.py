@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from annotation.bethesda import BETHESDA
 from annotation.models import Dataset, Image, PredictionBox
-from cytoloop.jobs import enqueue_on_commit
+from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running
 from inference.models import (
     ClusterPrediction,
     ImagePrediction,
@@ -85,8 +84,7 @@ def run_prediction_job(job_id: int) -> PredictionJob:
         job = PredictionJob.objects.select_for_update().get(pk=job_id)
         if job.status in (PredictionJob.Status.SUCCEEDED, PredictionJob.Status.FAILED):
             return job
-        job.status = PredictionJob.Status.RUNNING
-        job.save(update_fields=["status"])
+        mark_running(job)
     images = Image.objects.filter(dataset=job.dataset).order_by("id")
     if job.image_ids is not None:
         images = images.filter(pk__in=job.image_ids)
@@ -115,11 +113,10 @@ def run_prediction_job(job_id: int) -> PredictionJob:
     except Exception as exc:
         log.exception("prediction job %s failed", job.pk)
         save_progress()
-        PredictionJob.objects.filter(pk=job.pk).update(status=PredictionJob.Status.FAILED, finished_at=timezone.now(),
-                                                       error=f"{type(exc).__name__}: {exc}"[:5000])
+        mark_finished(job, PredictionJob.Status.FAILED, f"{type(exc).__name__}: {exc}")
         return PredictionJob.objects.get(pk=job.pk)
     save_progress()
-    PredictionJob.objects.filter(pk=job.pk).update(status=PredictionJob.Status.SUCCEEDED, finished_at=timezone.now())
+    mark_finished(job, PredictionJob.Status.SUCCEEDED)
     return PredictionJob.objects.get(pk=job.pk)
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from annotation.bethesda import BETHESDA
 from annotation.models import Cluster, Dataset, GroundTruthBox, Image
-from cytoloop.jobs import enqueue_on_commit
+from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running
 from training.models import DatasetVersion, ModelKind, ModelVersion, Promotion, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -233,8 +233,6 @@ def run_dir(run: TrainingRun) -> Path:
 def execute_run(run_id: int) -> TrainingRun:
     """Train (or resume) a run in this process: the gpu worker's task calls this. Idempotent:
     a finished run is left as it is; a run another live worker holds is not touched."""
-    import socket
-
     from training.trainer import Hooks
 
     with transaction.atomic():
@@ -248,12 +246,7 @@ def execute_run(run_id: int) -> TrainingRun:
             import shutil
 
             shutil.rmtree(run_dir(run), ignore_errors=True)
-        run.status = TrainingRun.Status.RUNNING
-        run.started_at = run.started_at or timezone.now()
-        run.heartbeat_at = timezone.now()
-        run.worker = socket.gethostname()
-        run.checkpoint_dir = str(run_dir(run))
-        run.save()
+        mark_running(run, checkpoint_dir=str(run_dir(run)))
 
     def on_progress(progress: dict) -> None:
         fields = {"heartbeat_at": timezone.now()}
@@ -270,22 +263,19 @@ def execute_run(run_id: int) -> TrainingRun:
         outcome = (_train_detector if run.kind == ModelKind.DETECTOR else _train_classifier)(run, hooks)
     except Exception as exc:
         log.exception("training run %s failed", run.pk)
-        TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
-                                                     error=f"{type(exc).__name__}: {exc}"[:5000])
+        mark_finished(run, TrainingRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
         return TrainingRun.objects.get(pk=run.pk)
 
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        run.history, run.best_metric, run.best_epoch = outcome["history"], outcome["best"], outcome["best_epoch"]
-        run.finished_at = timezone.now()
+        fields = {"history": outcome["history"], "best_metric": outcome["best"], "best_epoch": outcome["best_epoch"]}
         if outcome["stopped"] == "cancelled":
-            run.status = TrainingRun.Status.CANCELLED
+            mark_finished(run, TrainingRun.Status.CANCELLED, run.error, **fields)
         elif outcome["model_path"] is None:
-            run.status, run.error = TrainingRun.Status.FAILED, "no epoch finished: no model to keep"
+            mark_finished(run, TrainingRun.Status.FAILED, "no epoch finished: no model to keep", **fields)
         else:
-            run.status = TrainingRun.Status.SUCCEEDED
-            run.progress = {**run.progress, "stopped": outcome["stopped"]}
-        run.save()
+            mark_finished(run, TrainingRun.Status.SUCCEEDED, run.error,
+                          progress={**run.progress, "stopped": outcome["stopped"]}, **fields)
         if run.status == TrainingRun.Status.SUCCEEDED:
             register_model_version(run=run, model_path=outcome["model_path"], report=outcome["report"] or {},
                                    extra=outcome.get("extra"))
