@@ -28,6 +28,14 @@ def decode_rgb(data: bytes) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(to_display_rgb(image)))
 
 
+def read_pixels(image) -> np.ndarray:
+    """An ``annotation.models.Image``'s stored file as uint8 (H, W, 3) RGB, through the file
+    field's own storage (any backend; no Django import here). Training and inference read
+    pixels with this."""
+    with image.file.storage.open(image.file.name, "rb") as handle:
+        return decode_rgb(handle.read())
+
+
 def make_thumbnail(data: bytes, max_side: int = THUMB_SIDE) -> bytes:
     """A JPEG no larger than ``max_side`` on its long side."""
     with PILImage.open(io.BytesIO(data)) as image:

@@ -1,4 +1,7 @@
-"""python manage.py seed_demo: demo users and demo datasets on first start (idempotent)."""
+"""python manage.py seed_demo: demo users and demo datasets on first start (idempotent).
+
+It lives with the demo data (annotation.demo): the platform imports no app.
+"""
 
 import json
 import secrets
@@ -7,7 +10,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from tqdm import tqdm
 
+from annotation.demo import seed_cric, seed_synthetic
 from cytoloop.roles import Role, set_roles
 
 DEMO_USERS = (
@@ -41,10 +46,6 @@ class Command(BaseCommand):
             self._seed_data(synthetic_images or settings.DEMO_SYNTHETIC_IMAGES)
 
     def _seed_data(self, n_images: int) -> None:
-        from tqdm import tqdm
-
-        from annotation.demo import seed_cric, seed_synthetic
-
         with tqdm(total=n_images, unit="image", desc="demo: synthetic images", disable=None) as bar:
             report = seed_synthetic(n_images=n_images, progress=lambda d, t: bar.update(1))
         if report is not None:
