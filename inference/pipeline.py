@@ -131,8 +131,8 @@ class TwoStepPipeline:
                                    self.config.max_clusters) for d in found]
 
     def _crops(self, item) -> np.ndarray:
+        from annotation.crops import crops_for_image
         from annotation.geometry import Box
-        from training.crops import crops_for_image
 
         image, detections = item
         boxes = [Box(float(x1), float(y1), float(max(x2 - x1, 1e-3)), float(max(y2 - y1, 1e-3)), "NILM")

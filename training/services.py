@@ -88,7 +88,7 @@ def image_crops(images, *, input_size: int, margin: float, progress=None) -> dic
 
     One crop per ground-truth cluster (see truth_for) with a context margin, resized to the
     model's input; vote shares are the consensus distribution, or one-hot for imported truth."""
-    from training.crops import crops_for_image
+    from annotation.crops import crops_for_image
 
     images = list(images)
     truth = truth_for(images)

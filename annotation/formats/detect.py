@@ -5,12 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from annotation.formats.base import (
-    FormatError,
-    FormatName,
-    PathLike,
-    _load_json,
-)
+from annotation.formats.base import FormatError, FormatName, PathLike, _load_json
 from annotation.formats.cric import CRIC_CSV_COLUMNS
 
 

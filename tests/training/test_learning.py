@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from annotation.bethesda import BETHESDA
+from annotation.crops import crops_for_image
 from annotation.synthetic import SyntheticConfig, generate_image
 from training.augment import AugmentConfig
 from training.config import ClassifierRunConfig, DataConfig, OptimConfig
-from training.crops import crops_for_image
 from training.smoothing import TargetConfig
 from training.trainer import ClassifierData, train_classifier
 

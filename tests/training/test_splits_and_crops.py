@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from annotation.crops import crop_box, crops_for_image
 from annotation.geometry import Box
-from training.crops import crop_box, crops_for_image
 from training.splits import image_grade, stratified_split
 
 
