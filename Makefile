@@ -13,13 +13,13 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 LSVENV := .venv-ls
 LABEL_STUDIO_VERSION := 1.23.2
 
-.PHONY: run test bench lint static install install-dev labelstudio chromium clean help
+.PHONY: run test bench lint typecheck static install install-dev labelstudio chromium clean help
 
 help:
 	@echo "make run    - set up and start the platform on embedded defaults (SQLite, filesystem broker)"
 	@echo "make test   - install what tests need and run the whole suite (PostgreSQL, Redis, chromium)"
 	@echo "make bench  - run the benchmarks under bench/ (ONLY=name for one)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff check, then mypy on the pure modules (make typecheck alone)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory typecheck
+
+# the pure modules ([tool.mypy] files in pyproject.toml)
+typecheck: install-dev
+	$(PY) -m mypy
 
 clean:
 	rm -rf var/ node_modules/ static/vendor/ $(LSVENV)/
