@@ -1,82 +1,14 @@
-"""Consensus of several experts' boxes on one image: clusters, label votes, agreed or disputed.
+"""Consensus of several experts' boxes on one image: ``merge`` (vectorised, Hungarian assignment),
+its configuration, its result and the rules a cluster is judged by.
 
-Pure module (no Django import): the database layer calls ``merge`` and stores what it returns.
-
-How boxes become clusters
-    Experts are taken in sorted order of their ids (so the result never depends on dict order).
-    The first expert's boxes each start a cluster. Each following expert's boxes are assigned to
-    the clusters built so far by an optimal one-to-one assignment (Hungarian method, scipy's
-    ``linear_sum_assignment``) on the similarity "best IoU between the box and any member of the
-    cluster" (cost 1 - similarity). A pair is accepted only when that IoU is at least
-    ``ConsensusConfig.iou_threshold``; boxes left over start new clusters. Because each expert
-    is assigned in one step and one-to-one, every box lands in exactly one cluster and no cluster
-    ever holds two boxes of one expert; two clusters whose boxes overlap less than the threshold
-    never merge. "Best IoU to any member" lets a box join a cluster that one expert drew a
-    little off; a cluster whose members overlap poorly on average is flagged ``weak_overlap``.
-    Coordinates are not validated here (``Box.validated`` does that at ingest); an empty box
-    overlaps nothing.
-
-How a cluster is judged
-    Let ``n`` be the number of experts who annotated the image (``n_experts``; an expert who
-    drew nothing counts) and ``q`` the quorum (default: strict majority, ``n // 2 + 1``; a
-    configured quorum above ``n`` leaves every cluster ``too_few_experts``).
-    Weights are measured in "expert units": each annotating expert's weight divided by the mean
-    weight of the annotating experts, so with equal weights every expert weighs exactly 1 and
-    a weight sum is a head count (an expert counted in ``n_experts`` but absent from
-    ``annotations`` is taken to weigh the average).
-
-    * winning label: the label with the largest weight among the cluster's members. On a
-      tie (weights equal within a relative 1e-9) the most severe label wins (higher Bethesda
-      index) and the cluster is marked ``label_split`` -- for safety a tie never downgrades.
-    * ``too_few_experts``: fewer than ``q`` experts drew the cluster, or their total weight
-      is below ``q`` (quorum comparisons allow 1e-9 expert units of rounding).
-    * ``label_split``: the top weight is tied, or the members gave more than one label and the
-      winning label's weight is below ``q``. With equal weights: "fewer than q experts gave
-      the winning label"; with weights: "winning weight share of the panel < q / n". (A
-      unanimous cluster short of ``q`` is ``too_few_experts`` only.)
-    * ``weak_overlap``: two or more members and their mean pairwise IoU is below
-      ``weak_iou`` (default 0.6: the members overlap enough to be matched but not enough for
-      the box itself to be trusted without a reviewer's look).
-
-    A cluster is ``agreed`` exactly when no reason applies, i.e. at least ``q`` experts found
-    it, the winning label (untied) weighs at least ``q`` expert units and the overlap is not
-    weak. Otherwise it is ``disputed`` and ``reasons`` lists every reason that applies, in the
-    order of ``REASONS``.
-
-The consensus box
-    ``"medoid"`` (default): the member box nearest, by L1 distance on (x1, y1, x2, y2), to the
-    vote-weighted mean of the members' corners; its coordinates are kept exactly. Distances
-    within 1e-6 px count as equal, and then a box drawn with the winning label is preferred,
-    then the box of the expert who sorts first. ``"weighted_mean"``: the vote-weighted mean of
-    the members' corners. The returned box carries the winning label and ``score=None``
-    (the vote share is on the cluster).
-
-Model help (``merge_assisted``)
-    A box an expert accepted unchanged from the model's pre-annotations is the model's vote, not
-    the expert's (``ConsensusConfig.model_boxes = "model"``, the default; ``"expert"`` counts it
-    as the expert's own, as ``merge`` does). The model is one more voter, after every expert:
-    each distinct model box counts once however many experts accepted it (``group_model_boxes``:
-    same model version, same label, IoU >= ``MODEL_SAME_IOU``), with the weight of an average
-    expert. It enters the cluster's ``votes`` (the reviewer sees it) and the consensus box
-    (medoid), but never the dispute rules: ``too_few_experts`` and ``label_split`` are judged on
-    the independent experts only (the quorum is still ``q`` of the image's ``n`` experts, those who
-    accepted model boxes included), so a cluster the model alone supports is disputed, never
-    agreed, and the model never breaks the experts' tie. ``weak_overlap`` is judged on every box
-    of the cluster, the model's included. The winning label is the independent experts' (the
-    model's only when no expert drew the cluster); ``n_experts_found`` counts independent experts.
-
-``merge`` is the vectorised implementation (all IoUs of an image in one numpy computation).
-``naive_merge`` is a plain-Python version with greedy (best-IoU-first) assignment, kept as the
-benchmark baseline and as a cross-check: the two agree whenever no box could be matched to two
-clusters at once; under such contention the Hungarian assignment may choose differently from
-the greedy one (both are valid partitions).
+Pure (no Django import). The rules are in the package docstring (``annotation/consensus/__init__.py``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
 
@@ -84,7 +16,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from annotation.bethesda import BETHESDA, NUM_CLASSES, normalize_label
-from annotation.geometry import Box, iou
+from annotation.geometry import Box
 
 AGREED = "agreed"
 DISPUTED = "disputed"
@@ -95,10 +27,6 @@ WEAK_OVERLAP = "weak_overlap"
 REASONS: tuple[str, ...] = (LABEL_SPLIT, TOO_FEW_EXPERTS, WEAK_OVERLAP)
 BOX_METHODS: tuple[str, ...] = ("medoid", "weighted_mean")
 MODEL_BOX_MODES: tuple[str, ...] = ("model", "expert")
-#: the model's voter id in ``merge_assisted`` results (sorts after any expert id)
-MODEL_VOTER = "~model"
-#: two accepted model boxes of one model version and label at this IoU or more are the same box
-MODEL_SAME_IOU = 0.9
 
 _WEIGHT_TOL = 1e-9  # weights are in expert units (about 1), so an absolute tolerance is enough
 _PIXEL_TOL = 1e-6  # medoid distances closer than this (in pixels) are a tie
@@ -120,7 +48,7 @@ class ConsensusConfig:
     quorum: experts (in expert units when weighted) needed to find a cluster and to give its
         label; None = strict majority of the image's experts, ``n_experts // 2 + 1``.
     weak_iou: a cluster of two or more whose mean pairwise IoU is below this is "weak_overlap".
-    box_method: "medoid" or "weighted_mean" (see the module docstring).
+    box_method: "medoid" or "weighted_mean" (see the package docstring).
     model_boxes: "model" (a model box accepted unchanged is the model's vote, counted once) or
         "expert" (it is the accepting expert's own vote); read by callers of ``merge_assisted``.
     """
@@ -449,187 +377,3 @@ def merge(
             reasons,
         ))
     return results
-
-
-def naive_merge(
-    annotations: Mapping[str, Sequence[Box]],
-    *,
-    n_experts: int | None = None,
-    weights: Mapping[str, float] | None = None,
-    config: ConsensusConfig = ConsensusConfig(),
-) -> list[ClusterResult]:
-    """``merge`` in plain Python, with greedy best-IoU-first assignment instead of Hungarian.
-
-    Same arguments and result; equal to ``merge`` whenever no box of an expert could join two
-    clusters (nor two of its boxes the same cluster) at the IoU threshold. The benchmark's
-    baseline and the tests' cross-check.
-    """
-    panel = _prepare(annotations, n_experts, weights, config)
-    clusters: list[list[tuple[int, int]]] = []  # members as (expert position, box index)
-    for p, boxes in enumerate(panel.boxes):
-        candidates = []
-        for i, box in enumerate(boxes):
-            for c, cluster in enumerate(clusters):
-                best = max(iou(box, panel.boxes[q][j]) for q, j in cluster)
-                if best >= config.iou_threshold:
-                    candidates.append((-best, i, c))
-        candidates.sort()
-        taken_boxes: set[int] = set()
-        taken_clusters: set[int] = set()
-        assigned: dict[int, int] = {}
-        for _, i, c in candidates:
-            if i not in taken_boxes and c not in taken_clusters:
-                taken_boxes.add(i)
-                taken_clusters.add(c)
-                assigned[i] = c
-        for i in range(len(boxes)):
-            if i in assigned:
-                clusters[assigned[i]].append((p, i))
-            else:
-                clusters.append([(p, i)])
-
-    results = []
-    for cluster in clusters:
-        weight_by_label = [0.0] * NUM_CLASSES
-        for p, i in cluster:
-            weight_by_label[panel.labels[p][i]] += panel.weights[p]
-        total = sum(panel.weights[p] for p, _ in cluster)
-        winner, tie = _winner(weight_by_label)
-        label = BETHESDA[winner]
-
-        pair_ious = [
-            iou(panel.boxes[p][i], panel.boxes[q][j]) for (p, i), (q, j) in combinations(cluster, 2)
-        ]
-        mean_iou = sum(pair_ious) / len(pair_ious) if pair_ious else 1.0
-
-        corners = [
-            (b.x, b.y, b.x2, b.y2) for b in (panel.boxes[p][i] for p, i in cluster)
-        ]
-        mean_box = [
-            sum(corner[k] * panel.weights[p] for corner, (p, _) in zip(corners, cluster, strict=True))
-            / total
-            for k in range(4)
-        ]
-        if config.box_method == "medoid":
-            dists = [sum(abs(corner[k] - mean_box[k]) for k in range(4)) for corner in corners]
-            nearest = min(dists)
-            best_key, best_member = None, None
-            for dist, (p, i) in zip(dists, cluster, strict=True):
-                if dist <= nearest + _PIXEL_TOL:
-                    key = (panel.labels[p][i] != winner, p)
-                    if best_key is None or key < best_key:
-                        best_key, best_member = key, (p, i)
-            m = panel.boxes[best_member[0]][best_member[1]]
-            box = Box(m.x, m.y, m.width, m.height, label)
-        else:
-            box = Box(mean_box[0], mean_box[1], mean_box[2] - mean_box[0],
-                      mean_box[3] - mean_box[1], label)
-
-        reasons = _reasons(
-            tie=tie,
-            several_labels=weight_by_label[winner] < total,
-            winner_weight=weight_by_label[winner],
-            n_found=len(cluster),
-            total_weight=total,
-            mean_iou=mean_iou,
-            quorum=panel.quorum,
-            weak_iou=config.weak_iou,
-        )
-        votes = tuple(w / total for w in weight_by_label)
-        results.append(ClusterResult(
-            members=tuple((panel.experts[p], i) for p, i in cluster),
-            box=box,
-            votes=votes,
-            label=label,
-            vote_share=votes[winner],
-            n_experts_found=len(cluster),
-            mean_iou=mean_iou,
-            status=DISPUTED if reasons else AGREED,
-            reasons=reasons,
-        ))
-    return results
-
-
-def group_model_boxes(boxes: Sequence[tuple[str, Box]]) -> list[list[int]]:
-    """Which of the accepted model boxes ``(model version, box)`` are one model box: groups of
-    indices, in first-seen order. A box joins the first group of the same model version and
-    label whose first box it overlaps at IoU >= ``MODEL_SAME_IOU`` (a pre-annotation accepted by
-    several experts, or a duplicated prediction)."""
-    groups: list[list[int]] = []
-    for i, (version, box) in enumerate(boxes):
-        for group in groups:
-            first_version, first = boxes[group[0]]
-            if first_version == version and first.label == box.label and iou(first, box) >= MODEL_SAME_IOU:
-                group.append(i)
-                break
-        else:
-            groups.append([i])
-    return groups
-
-
-def merge_assisted(
-    annotations: Mapping[str, Sequence[Box]],
-    model_boxes: Sequence[Box] = (),
-    *,
-    n_experts: int | None = None,
-    weights: Mapping[str, float] | None = None,
-    config: ConsensusConfig = ConsensusConfig(),
-) -> list[ClusterResult]:
-    """``merge`` with the model as one extra voter whose boxes never count toward the quorum
-    (see "Model help" in the module docstring).
-
-    annotations: expert id -> the boxes the expert drew or changed (accepted-unchanged model boxes
-        left out); an expert whose only boxes were accepted model boxes is given with [] and still
-        counts toward ``n_experts``.
-    model_boxes: the distinct model boxes experts accepted unchanged (``group_model_boxes``).
-    Members ``(MODEL_VOTER, i)`` are ``model_boxes[i]``. Without model boxes: exactly ``merge``.
-    """
-    if MODEL_VOTER in annotations:
-        raise ValueError(f"{MODEL_VOTER!r} is the model's voter id; no expert may use it")
-    if not model_boxes:
-        return merge(annotations, n_experts=n_experts, weights=weights, config=config)
-    n = len(annotations) if n_experts is None else n_experts
-    if isinstance(n, bool) or not isinstance(n, int) or n < len(annotations):
-        raise ValueError(f"n_experts must be an integer, at least the {len(annotations)} experts who annotated")
-    quorum = config.quorum_for(n)
-    panel = {**annotations, MODEL_VOTER: tuple(model_boxes)}
-    panel_weights = None
-    unit = dict.fromkeys(annotations, 1.0)
-    if weights is not None:
-        given = [weights[e] for e in annotations if e in weights]
-        mean = sum(given) / len(given) if given and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in given
-        ) else 1.0
-        panel_weights = {**weights, MODEL_VOTER: mean}
-        unit = {e: weights[e] / mean for e in annotations if e in weights}
-    results = merge(panel, n_experts=n + 1, weights=panel_weights, config=replace(config, quorum=quorum))
-    out = []
-    for r in results:
-        independent = [(e, i) for e, i in r.members if e != MODEL_VOTER]
-        if len(independent) == len(r.members):
-            out.append(r)
-            continue
-        by_label = [0.0] * NUM_CLASSES
-        for e, i in independent:
-            by_label[_label_indices((annotations[e][i],))[0]] += unit[e]
-        total = sum(unit[e] for e, _ in independent)
-        if independent:
-            winner, tie = _winner(by_label)
-        else:
-            model_index = next(i for e, i in r.members if e == MODEL_VOTER)
-            winner, tie = _label_indices((model_boxes[model_index],))[0], False
-        reasons = _reasons(
-            tie=tie, several_labels=bool(independent) and by_label[winner] < total, winner_weight=by_label[winner],
-            n_found=len(independent), total_weight=total, mean_iou=r.mean_iou, quorum=quorum,
-            weak_iou=config.weak_iou,
-        )
-        if r.n_experts_found >= 2 and r.mean_iou < config.weak_iou and WEAK_OVERLAP not in reasons:
-            reasons = tuple(x for x in REASONS if x in reasons or x == WEAK_OVERLAP)
-        label = BETHESDA[winner]
-        box = r.box if r.box.label == label else Box(r.box.x, r.box.y, r.box.width, r.box.height, label)
-        out.append(ClusterResult(
-            members=r.members, box=box, votes=r.votes, label=label, vote_share=r.votes[winner],
-            n_experts_found=len(independent), mean_iou=r.mean_iou,
-            status=DISPUTED if reasons else AGREED, reasons=reasons,
-        ))
-    return out
