@@ -1,7 +1,7 @@
 """What a user may see of an image now: the one access rule behind every page, API endpoint,
 thumbnail and editor payload that can show boxes (issue 12, "blind everywhere").
 
-The rule (README, "Blind"):
+The rule (docs/USAGE.md, "Blind"):
 
 1. A user without a role sees nothing of any image (``may_open`` is False: pages answer 403,
    the API 404, the same as for an image that does not exist).

@@ -51,7 +51,7 @@ ROLES = {"p1": ["pathologist"], "p2": ["pathologist"], "p3": ["pathologist"], "r
 ALL = frozenset({"gt", "pred", "offered", "others", "consensus"})
 NONE: frozenset = frozenset()
 OFFERED = frozenset({"offered"})
-#: what each user may see of each image (their own boxes always), by the rule in README "Blind"
+#: what each user may see of each image (their own boxes always), by the rule in docs/USAGE.md "Blind"
 EXPECTED = {
     "reviewer": dict.fromkeys(NAMES, ALL),
     "admin": dict.fromkeys(NAMES, ALL),
