@@ -83,16 +83,6 @@ def _models_context() -> dict:
 # Prediction jobs
 
 
-def _job_percent(job: PredictionJob) -> int:
-    if job.status == PredictionJob.Status.SUCCEEDED:
-        return 100
-    p = job.progress or {}
-    done, total = p.get("done"), p.get("total")
-    if not isinstance(done, int) or not isinstance(total, int) or total <= 0:
-        return 0
-    return max(0, min(100, int(100 * done / total)))
-
-
 def _job_row(job: PredictionJob) -> dict:
     p = job.progress or {}
 
@@ -102,7 +92,6 @@ def _job_row(job: PredictionJob) -> dict:
 
     return {
         "job": job,
-        "percent": _job_percent(job),
         "done": count("done"), "total": count("total"), "predicted": count("predicted"),
         "skipped": count("skipped"), "pushed": count("pushed"), "push_failed": count("push_failed"),
         "models": f"{job.detector_version.name} + {job.classifier_version.name}",

@@ -58,18 +58,6 @@ def _number(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def _percent(run: TrainingRun) -> int:
-    """How far the run is through its epochs x steps (a finished, succeeded run: 100)."""
-    if run.status == TrainingRun.Status.SUCCEEDED:
-        return 100
-    p = run.progress or {}
-    epoch, epochs, step, steps = (p.get(k) for k in ("epoch", "epochs", "step", "steps"))
-    if not all(isinstance(v, int) and v >= 0 for v in (epoch, epochs, step, steps)) or not epochs or not steps:
-        return 0
-    done = (max(epoch, 1) - 1) * steps + min(step, steps)
-    return max(0, min(100, int(100 * done / (epochs * steps))))
-
-
 def metric_key(kind: str) -> str:
     """The validation metric a run of this kind is judged by (history and progress key)."""
     return "val_map" if kind == "detector" else "val_macro_f1"
@@ -96,7 +84,6 @@ def _run_row(run: TrainingRun) -> dict:
         "url": reverse("training:run", args=[run.pk]),
         "preset": config.get("preset", "—"),
         "dataset": _dataset_version_text(run.dataset_version),
-        "percent": _percent(run),
         "epoch": (run.progress or {}).get("epoch"),
         "epochs": (run.progress or {}).get("epochs") or (config.get("optim") or {}).get("epochs"),
         "best": _best(run),
@@ -304,7 +291,6 @@ def _run_context(run: TrainingRun) -> dict:
             "best": _best(run), "eta": _duration(progress.get("eta_s")) if progress.get("eta_s") is not None else None,
             "stopped": progress.get("stopped"),
         },
-        "percent": _percent(run),
         "active": run.status in selectors.ACTIVE,
         "heartbeat_age": timesince(run.heartbeat_at, now, depth=1) if heartbeat_s and heartbeat_s >= 60
         else (f"{int(heartbeat_s)} s" if heartbeat_s is not None else None),
