@@ -18,8 +18,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import access, selectors, services
-from annotation.bethesda import BETHESDA
+from annotation import access, drafts, selectors, services
+from annotation.bethesda import BETHESDA, UnknownLabel, normalize_label
 from annotation.geometry import Box
 from annotation.models import Cluster, ExpertAnnotation, Image, PredictionBox
 from cytoloop.roles import HasRole, Role
@@ -40,8 +40,6 @@ class LabelField(serializers.CharField):
     """A Bethesda label; the usual spellings (case, "ascus") are accepted and made canonical."""
 
     def to_internal_value(self, data):
-        from annotation.bethesda import UnknownLabel, normalize_label
-
         try:
             return normalize_label(super().to_internal_value(data))
         except UnknownLabel as exc:
@@ -82,11 +80,9 @@ class EditorBoxesSerializer(serializers.Serializer):
 
     def boxes_for(self, image) -> tuple[list[Box], list[int | None]]:
         """(boxes in pixels, the prediction id each started from); ValueError if malformed."""
-        from annotation.drafts import parse_result
-
         data = self.validated_data
         if "result" in data:
-            return parse_result(data["result"], image.width, image.height)
+            return drafts.parse_result(data["result"], image.width, image.height)
         rows = data["boxes"]
         return ([Box(b["x"], b["y"], b["width"], b["height"], b["label"]) for b in rows],
                 [b.get("prediction") for b in rows])
@@ -102,8 +98,6 @@ class SubmitSerializer(EditorBoxesSerializer):
 
 def _stale_response(exc) -> Response:
     """409: the editor was opened on an older revision; what is saved now, for it to reload."""
-    from annotation.drafts import annotation_items, editor_result
-
     saved = exc.annotation
     body = {"detail": str(exc), "revision": exc.revision, "annotation": None, "result": []}
     if saved is not None:
@@ -111,7 +105,7 @@ def _stale_response(exc) -> Response:
         body["revision"] = saved.revision
         body["detail"] = services.StaleAnnotation(annotation=saved, seen=exc.seen).args[0]
         body["annotation"] = AnnotationOutSerializer(saved).data
-        body["result"] = editor_result(annotation_items(saved), saved.image.width, saved.image.height)
+        body["result"] = drafts.editor_result(drafts.annotation_items(saved), saved.image.width, saved.image.height)
     return Response(body, status=status.HTTP_409_CONFLICT)
 
 
@@ -187,8 +181,6 @@ class DraftView(APIView):
 
     @extend_schema(request=EditorBoxesSerializer, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     def put(self, request, pk: int):
-        from annotation import drafts
-
         image = Image.objects.filter(pk=pk).first()
         if image is None:
             return Response({"detail": "no such image"}, status=status.HTTP_404_NOT_FOUND)
@@ -263,7 +255,7 @@ class NextImageView(APIView):
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response({"image": assignment.image_id, "expires_at": assignment.expires_at,
-                         "progress": services.queue_progress(annotator=request.user)})
+                         "progress": selectors.queue_progress(annotator=request.user)})
 
 
 class SkipView(APIView):

@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
 from django.dispatch import receiver
+from django.utils import timezone
 
-from annotation.formats import ls_value_to_box
+from annotation.formats import ls_value_to_box, pixels_to_ls_value
 from annotation.geometry import Box
 from annotation.labelstudio import FROM_NAME, TO_NAME
 from annotation.models import AnnotationDraft, Assignment, ExpertAnnotation, Image
+from annotation.services import AnnotationRejected, NotAssigned, StaleAnnotation
 
 #: region id of a box that started as the model's box (PredictionBox id N): "pred-N"
 PREDICTION_REGION = re.compile(r"^pred-(\d+)$")
@@ -53,8 +55,6 @@ def parse_result(result: Sequence[dict], width: int, height: int) -> tuple[list[
 def editor_result(items: Sequence[tuple[Box, int | None]], width: int, height: int) -> list[dict]:
     """Label Studio result items for the editor; a box that started as a model box keeps the
     region id "pred-N", so a re-submit still says where it came from."""
-    from annotation.formats import pixels_to_ls_value
-
     out = []
     for box, prediction in items:
         item = {
@@ -99,8 +99,6 @@ def save_draft(*, image: Image, annotator, boxes: list[Box], predictions: list[i
 
     Raises services.NotAssigned (no open assignment), services.AnnotationRejected (too many
     boxes) or services.StaleAnnotation (edited from an older revision than the one saved now)."""
-    from annotation.services import AnnotationRejected, NotAssigned, StaleAnnotation
-
     if len(boxes) > MAX_DRAFT_BOXES:
         raise AnnotationRejected([f"a draft holds at most {MAX_DRAFT_BOXES} boxes, got {len(boxes)}"])
     with transaction.atomic():
@@ -121,8 +119,6 @@ def save_draft(*, image: Image, annotator, boxes: list[Box], predictions: list[i
 
 def release_held_assignments(*, user) -> int:
     """Hand back every image ``user`` holds now (their drafts stay with the assignments)."""
-    from django.utils import timezone
-
     with transaction.atomic():
         return Assignment.objects.filter(annotator=user, status=Assignment.Status.ACTIVE).update(
             status=Assignment.Status.RELEASED, finished_at=timezone.now())

@@ -46,10 +46,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from annotation.bulk import insert_rows
 from annotation.geometry import Box, iou
+from annotation.models import Cluster, GroundTruthBox
 
 IMPORT, CONSENSUS, REVIEW = "import", "consensus", "review"
 #: higher wins: a source never supersedes a current box of a higher one
@@ -57,8 +61,6 @@ PRECEDENCE = {IMPORT: 0, CONSENSUS: 1, REVIEW: 2}
 
 
 def match_threshold() -> float:
-    from django.conf import settings
-
     return settings.CONSENSUS_IOU_THRESHOLD
 
 
@@ -104,8 +106,6 @@ def _same_lesion_any(box: Box, rows: Iterable, threshold: float) -> bool:
 
 def _rejected(image_ids) -> dict[int, list[Box]]:
     """The boxes of rejected clusters: lesions a reviewer said are not ones."""
-    from annotation.models import Cluster
-
     out: dict[int, list[Box]] = {}
     for image_id, x, y, w, h, label in Cluster.objects.filter(
         image_id__in=list(image_ids), status=Cluster.Status.REJECTED
@@ -120,8 +120,6 @@ def _rejected(image_ids) -> dict[int, list[Box]]:
 def add_imported(*, image, boxes: Sequence[Box], points: bool = False) -> int:
     """Imported reference boxes for ``image`` (validated ``Box`` objects); ``points``: each box
     was made around a nucleus point (its centre). Returns how many rows were written."""
-    from annotation.models import GroundTruthBox
-
     threshold = match_threshold()
     current = list(GroundTruthBox.objects.filter(image=image))
     blockers = [r for r in current if PRECEDENCE[r.source] > PRECEDENCE[IMPORT]]
@@ -175,11 +173,6 @@ class _Row:
 def _insert_new(rows: list[_Row], now) -> None:
     """Insert ``rows`` (current, consensus) and set their ``pk``: ids drawn from the sequence and
     COPY on PostgreSQL, bulk_create elsewhere."""
-    from django.db import connection
-
-    from annotation.models import GroundTruthBox
-    from annotation.services import _insert_rows
-
     if not rows:
         return
     if connection.vendor == "postgresql":
@@ -190,9 +183,9 @@ def _insert_new(rows: list[_Row], now) -> None:
             ids = [i for (i,) in cursor.fetchall()]
         for row, pk in zip(rows, ids, strict=True):
             row.pk = pk
-        _insert_rows(GroundTruthBox, ("id", "image_id", "x", "y", "width", "height", "label", "source"),
-                     [(r.pk, r.image_id, r.x, r.y, r.width, r.height, r.label, r.source) for r in rows],
-                     {"created_at": now})
+        insert_rows(GroundTruthBox, ("id", "image_id", "x", "y", "width", "height", "label", "source"),
+                    [(r.pk, r.image_id, r.x, r.y, r.width, r.height, r.label, r.source) for r in rows],
+                    {"created_at": now})
         return
     made = GroundTruthBox.objects.bulk_create(
         [GroundTruthBox(image_id=r.image_id, x=r.x, y=r.y, width=r.width, height=r.height, label=r.label,
@@ -204,10 +197,6 @@ def _insert_new(rows: list[_Row], now) -> None:
 def _write_supersede(rows: list[_Row]) -> None:
     """Store ``superseded_at``/``superseded_by`` of ``rows``: one UPDATE ... FROM VALUES per
     thousand on PostgreSQL, bulk_update elsewhere."""
-    from django.db import connection
-
-    from annotation.models import GroundTruthBox
-
     if not rows:
         return
     if connection.vendor != "postgresql":
@@ -230,8 +219,6 @@ def apply_consensus(truth: dict[int, list[Box]], *, now=None) -> None:
     """Make ``truth`` (image id -> the agreed consensus boxes of a new computation) the
     consensus layer of those images' ground truth (see the module docstring). Run inside the
     caller's transaction; a few queries and bulk writes for all the images together."""
-    from annotation.models import GroundTruthBox
-
     if not truth:
         return
     now = now or timezone.now()
@@ -302,8 +289,6 @@ def apply_consensus(truth: dict[int, list[Box]], *, now=None) -> None:
 
 def _lesion_rows(image_id: int, cluster, boxes: Sequence[Box], threshold: float) -> list:
     """The current rows of the lesion a review decision on ``cluster`` is about, locked."""
-    from annotation.models import GroundTruthBox
-
     out = []
     for r in GroundTruthBox.objects.select_for_update().filter(image_id=image_id):
         if r.source == REVIEW and r.cluster_id_at_source not in (None, cluster.pk):
@@ -321,8 +306,6 @@ def _same_lesion_any_box(row, boxes: Sequence[Box], threshold: float) -> bool:
 def apply_review(*, image, cluster, before: Box, box: Box, reviewer, now=None):
     """The reviewer's decision ``box`` (label included) on ``cluster``, whose box was ``before``:
     a new current row (source review) that supersedes the lesion's current rows. Returns it."""
-    from annotation.models import GroundTruthBox
-
     now = now or timezone.now()
     olds = _lesion_rows(image.pk, cluster, [box, before], match_threshold())
     row = GroundTruthBox.objects.create(image=image, x=box.x, y=box.y, width=box.width, height=box.height,
@@ -334,8 +317,6 @@ def apply_review(*, image, cluster, before: Box, box: Box, reviewer, now=None):
 
 def retire_for_rejection(*, image_id: int, cluster, now=None) -> list[int]:
     """"Not a lesion": retire the current rows of ``cluster``'s lesion. Returns their ids."""
-    from annotation.models import GroundTruthBox
-
     now = now or timezone.now()
     olds = _lesion_rows(image_id, cluster, [cluster.as_box()], match_threshold())
     ids = [r.pk for r in olds]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import selectors, services
+from annotation import selectors
 from annotation.image_states import STATES, state_counts
 from annotation.models import Assignment, Cluster, ImportJob
 from cytoloop.home import section
@@ -21,7 +21,7 @@ RUNNING_JOBS = 5
 @section(key="queue", role=Role.PATHOLOGIST, template="home/queue.html", order=10)
 def queue(request) -> dict:
     user = request.user
-    progress = services.queue_progress(annotator=user)
+    progress = selectors.queue_progress(annotator=user)
     current = (
         Assignment.objects.filter(annotator=user, status=Assignment.Status.ACTIVE, expires_at__gte=timezone.now())
         .select_related("image", "image__dataset").first()

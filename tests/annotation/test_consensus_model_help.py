@@ -153,7 +153,8 @@ def test_a_model_box_the_expert_edited_is_the_experts_vote(helped):
 
 
 def test_agreement_statistics_leave_the_model_vote_out_of_the_expert(helped):
-    from annotation.services import cluster_label_matrix, compute_consensus
+    from annotation.selectors import cluster_label_matrix
+    from annotation.services import compute_consensus
 
     image, (e1, e2, e3), save = helped
     save(e1, ("accepted", None), ("drawn", Box(200.0, 100.0, 40.0, 40.0, "HSIL")))

@@ -9,9 +9,9 @@ from annotation import ground_truth
 from annotation.formats import write_coco
 from annotation.geometry import Box, ImageRecord, iou
 from annotation.models import Assignment, AuditEntry, Cluster, ExpertBox, GroundTruthBox, Image
+from annotation.selectors import dataset_records
 from annotation.services import (
     compute_consensus,
-    dataset_records,
     ensure_dataset,
     import_images,
     recompute_dataset,

@@ -11,7 +11,8 @@ from django.core.files.storage import default_storage
 from annotation.formats import to_coco
 from annotation.geometry import Box, ImageRecord
 from annotation.models import Dataset, GroundTruthBox, Image, PredictionBox
-from annotation.services import dataset_records, ensure_dataset, export_dataset, import_images
+from annotation.selectors import dataset_records
+from annotation.services import ensure_dataset, export_dataset, import_images
 from annotation.validation import Limits
 from tests.annotation.conftest import png_bytes
 from tests.helpers import manage

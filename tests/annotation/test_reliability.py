@@ -6,8 +6,8 @@ from django.utils import timezone
 
 from annotation.geometry import Box
 from annotation.models import Assignment, ExpertReliability, Image
+from annotation.selectors import cluster_label_matrix
 from annotation.services import (
-    cluster_label_matrix,
     ensure_dataset,
     import_images,
     recompute_dataset,

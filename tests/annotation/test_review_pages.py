@@ -12,7 +12,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import agreement, services
+from annotation import agreement, selectors, services
 from annotation.geometry import Box
 from annotation.models import (
     Assignment,
@@ -397,7 +397,7 @@ def _number(html: str, element_id: str) -> float:
 
 
 def test_the_dashboard_numbers_are_annotation_agreement_on_the_same_clusters(client_as, panel, experts):
-    labels, consensus, columns, _ = services.cluster_label_matrix(panel)
+    labels, consensus, columns, _ = selectors.cluster_label_matrix(panel)
     assert len(labels) == 7 and columns == [e.pk for e in experts]
     full = labels[(labels >= 0).sum(axis=1) == 3]
     fleiss = agreement.fleiss_kappa(agreement.category_counts(full))

@@ -2,6 +2,9 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.models import Dataset
+from annotation.services import export_dataset
+
 
 class Command(BaseCommand):
     help = (
@@ -19,9 +22,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-images", action="store_true", help="write the annotations only")
 
     def handle(self, *args, dataset, out, format, no_images, **options):
-        from annotation.models import Dataset
-        from annotation.services import export_dataset
-
         try:
             ds = Dataset.objects.get(name=dataset)
         except Dataset.DoesNotExist:

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotation.formats import FormatError
+from annotation.services import ensure_dataset, import_images
 from annotation.validation import ImageRejected, Limits
 
 
@@ -48,8 +49,6 @@ class Command(BaseCommand):
         parser.add_argument("--citation", default="", help="how to cite the images")
 
     def handle(self, *args, **o):
-        from annotation.services import ensure_dataset, import_images
-
         path = Path(o["path"])
         if not path.exists():
             raise CommandError(f"{path}: no such file or folder")

@@ -2,6 +2,10 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation import labelstudio
+from annotation.models import Dataset
+from annotation.services import reconcile_label_studio
+
 
 class Command(BaseCommand):
     help = (
@@ -14,10 +18,6 @@ class Command(BaseCommand):
         parser.add_argument("datasets", nargs="*", help="dataset names (default: all)")
 
     def handle(self, *args, datasets, **options):
-        from annotation import labelstudio
-        from annotation.models import Dataset
-        from annotation.services import reconcile_label_studio
-
         if not labelstudio.is_configured():
             raise CommandError("Label Studio is not configured: set LABEL_STUDIO_URL and LABEL_STUDIO_TOKEN")
         qs = Dataset.objects.all()

@@ -1,7 +1,12 @@
 """python manage.py recompute_consensus DATASET [--force]"""
 
+import time
+
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
+
+from annotation.models import Dataset
+from annotation.services import recompute_dataset
 
 
 class Command(BaseCommand):
@@ -17,11 +22,6 @@ class Command(BaseCommand):
         parser.add_argument("--chunk", type=int, default=2000, help="images per transaction (default 2000)")
 
     def handle(self, *args, dataset, force, chunk, **options):
-        import time
-
-        from annotation.models import Dataset
-        from annotation.services import recompute_dataset
-
         try:
             ds = Dataset.objects.get(name=dataset)
         except Dataset.DoesNotExist:

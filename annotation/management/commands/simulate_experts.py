@@ -4,6 +4,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from tqdm import tqdm
 
+from annotation.models import Dataset, Image
+from annotation.services import simulate_dataset_experts
+
 
 class Command(BaseCommand):
     help = (
@@ -44,9 +47,6 @@ class Command(BaseCommand):
             )
 
     def _simulate(self, dataset: str, experts: int, seed: int) -> dict:
-        from annotation.models import Dataset, Image
-        from annotation.services import simulate_dataset_experts
-
         try:
             ds = Dataset.objects.get(name=dataset)
         except Dataset.DoesNotExist:
