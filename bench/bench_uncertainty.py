@@ -42,13 +42,8 @@ if hasattr(os, "sched_setaffinity"):
 import numpy as np  # noqa: E402  (after the thread settings above)
 
 from bench.common import best_time, report  # noqa: E402
-from inference.uncertainty import (  # noqa: E402
-    STRATEGIES,
-    Predictions,
-    k_center_greedy,
-    select,
-    select_diverse,
-)
+from inference.strategies import STRATEGIES  # noqa: E402
+from inference.uncertainty import Predictions, k_center_greedy, select, select_diverse  # noqa: E402
 
 DIM = 512
 N_CLUSTERS = 64

@@ -10,22 +10,9 @@ from __future__ import annotations
 from django import forms
 
 from annotation.models import Dataset
-from inference.uncertainty import STRATEGIES
+from inference.strategies import DEFAULT_ROUND_STRATEGY, ROUND_STRATEGIES, STRATEGIES
 
-#: Fields of stored predictions; a strategy that needs anything else (test-time augmentations)
-#: cannot rank a round, so the form does not offer it (the service refuses it if posted anyway).
-STORED_FIELDS = frozenset({"detector_scores", "embeddings"})
-ROUND_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if set(s.requires) <= STORED_FIELDS)
-OTHER_STRATEGIES = tuple(name for name in STRATEGIES if name not in ROUND_STRATEGIES)
-DEFAULT_STRATEGY = "clinical_cost"
 MAX_K = 10_000
-
-
-def strategy_rows() -> list[dict]:
-    """Every strategy the form offers, with its description and which way wins."""
-    return [{"name": name, "description": STRATEGIES[name].description,
-             "direction": "higher is more uncertain" if STRATEGIES[name].descending else "lower is more uncertain"}
-            for name in ROUND_STRATEGIES]
 
 
 def _plural(n: int, word: str) -> str:
@@ -61,11 +48,11 @@ class PredictForm(forms.Form):
 
 
 class StrategySelect(forms.Select):
-    """Offers only ``ROUND_STRATEGIES`` while the field accepts any name (the service decides)."""
+    """Offers the registry's ``ROUND_STRATEGIES`` while the field accepts any name (the service
+    asks the registry, whose refusal says why a name cannot rank a round)."""
 
     def __init__(self, attrs=None):
-        super().__init__(attrs, choices=[(name, f"{name}: {STRATEGIES[name].description}")
-                                         for name in ROUND_STRATEGIES])
+        super().__init__(attrs, choices=[(name, STRATEGIES[name].label) for name in ROUND_STRATEGIES])
 
 
 class RankingRoundForm(forms.Form):
@@ -75,7 +62,7 @@ class RankingRoundForm(forms.Form):
     )
     # a CharField, not a ChoiceField: a strategy the form does not offer reaches the service,
     # whose refusal says why (e.g. the TTA strategies need predictions jobs do not store)
-    strategy = forms.CharField(max_length=40, initial=DEFAULT_STRATEGY, widget=StrategySelect,
+    strategy = forms.CharField(max_length=40, initial=DEFAULT_ROUND_STRATEGY, widget=StrategySelect,
                                help_text="How a cluster's uncertainty is scored; an image scores as its "
                                          "most uncertain cluster.")
     k = forms.IntegerField(min_value=1, max_value=MAX_K, initial=20, label="k (images to send)",

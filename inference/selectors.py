@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 
-from annotation.models import Dataset, PredictionBox
+from annotation.models import Dataset, Image, PredictionBox
 from inference.models import ImagePrediction, PredictionJob, RankedImage, RankingRound
 from training.models import ModelKind, ModelVersion
 
@@ -92,3 +92,11 @@ def predicted_boxes(round_: RankingRound, image_ids: list[int]) -> dict[int, lis
     for box in boxes:
         out.setdefault(box.image_id, []).append(box)
     return out
+
+
+def preannotations_allowed(image: Image) -> RankingRound | None:
+    """Whether the editor may show this image's model boxes: the image was selected by its
+    dataset's active round and that round allows pre-annotations. Returns that round. (The
+    editor itself reads ``Image.preannotation_model``, which start_ranking_round writes.)"""
+    return (RankingRound.objects.filter(dataset_id=image.dataset_id, active=True, allow_preannotations=True,
+                                        ranked__image=image, ranked__selected=True).first())

@@ -10,7 +10,9 @@ import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from annotation import labelstudio
 from annotation.bethesda import BETHESDA
+from annotation.imaging import read_pixels
 from annotation.models import Dataset, Image, PredictionBox
 from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running
 from inference.models import (
@@ -21,8 +23,10 @@ from inference.models import (
     RankedImage,
     RankingRound,
 )
+from inference.pipeline import PipelineConfig, load_pipeline
+from inference.strategies import StrategyRefused, UnknownStrategy, round_strategy
+from inference.uncertainty import Predictions, select, select_diverse
 from training.models import ModelKind, ModelVersion
-from training.services import read_pixels
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +82,6 @@ def start_prediction_job(*, dataset: Dataset, image_ids: list[int] | None = None
 def run_prediction_job(job_id: int) -> PredictionJob:
     """Predict every image of the job not yet predicted by these model versions (idempotent),
     then push the pre-annotations that Label Studio does not have yet."""
-    from inference.pipeline import PipelineConfig, load_pipeline
-
     with transaction.atomic():
         job = PredictionJob.objects.select_for_update().get(pk=job_id)
         if job.status in (PredictionJob.Status.SUCCEEDED, PredictionJob.Status.FAILED):
@@ -159,8 +161,6 @@ def store_prediction(*, image: Image, result, job: PredictionJob | None = None,
 def push_pending_predictions(job: PredictionJob) -> tuple[int, int]:
     """Pre-annotations for the job's images that Label Studio lacks; (pushed, failed). A failure
     (Label Studio down) leaves them pending: running the job again pushes them."""
-    from annotation import labelstudio
-
     if not labelstudio.is_configured():
         return 0, 0
     pushed = failed = 0
@@ -207,21 +207,10 @@ def start_ranking_round(*, dataset: Dataset, strategy: str, k: int, diverse: boo
     """Rank the pool's clusters and images with ``strategy``, store every rank with its score and
     reason, and feed the k first images to the experts' queues in rank order (this round
     replaces the dataset's previous one)."""
-    from inference.uncertainty import (
-        Predictions,
-        UnknownStrategy,
-        get_strategy,
-        select,
-        select_diverse,
-    )
-
-    try:
-        chosen = get_strategy(strategy, seed=seed if strategy == "random" else None)
-    except UnknownStrategy as exc:
+    try:  # the registry says which strategies a round may use
+        chosen = round_strategy(strategy, seed=seed)
+    except (UnknownStrategy, StrategyRefused) as exc:
         raise InferenceRefused(str(exc)) from None
-    if "tta_probabilities" in chosen.requires:
-        raise InferenceRefused(f"{strategy} needs test-time-augmented predictions, which prediction jobs do not "
-                               "store; use it in al_simulate, or pick another strategy")
     if k < 1:
         raise InferenceRefused("k must be at least 1")
     detector, classifier = promoted_pair()
@@ -290,10 +279,3 @@ def start_ranking_round(*, dataset: Dataset, strategy: str, k: int, diverse: boo
                 preannotation_model=f"{detector.name}+{classifier.name}")
     return round_
 
-
-def preannotations_allowed(image: Image) -> RankingRound | None:
-    """Whether the editor may show this image's model boxes: the image was selected by its
-    dataset's active round and that round allows pre-annotations. Returns that round. (The
-    editor itself reads ``Image.preannotation_model``, which start_ranking_round writes.)"""
-    return (RankingRound.objects.filter(dataset_id=image.dataset_id, active=True, allow_preannotations=True,
-                                        ranked__image=image, ranked__selected=True).first())

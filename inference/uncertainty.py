@@ -1,60 +1,12 @@
-"""Active-learning uncertainty strategies: score clusters, pick the next ones for expert review.
+"""Active-learning uncertainty: the predictions strategies score, and the one shared selection.
 
 Pure module (no Django, no TensorFlow): NumPy arrays in, NumPy arrays out. The inference
-service builds a ``Predictions`` from the model's outputs, a ``Strategy`` scores every cluster,
-and the one shared ``select`` (or ``select_diverse``, which adds k-center diversity on the
-classifier's embeddings) picks the clusters to review. ``aggregate_to_images`` turns cluster
-scores into image scores when whole images are reviewed.
-
-Conventions
-    * Classes are the six Bethesda classes in their ordinal order (``annotation.bethesda``),
-      index 0 = NILM ... 5 = SCC.
-    * A strategy's ``descending`` (alias ``higher_is_more_uncertain``) says which way wins:
-      True means a higher score is more uncertain and is picked first. Only ``margin`` is
-      ascending (a small gap between the two best classes is uncertain).
-    * "The call" is the predicted class ``argmax p``; on an exact tie of probabilities the
-      lower (less severe) index is the call, as ``np.argmax`` gives.
-
-Strategies (registry ``STRATEGIES``; ``get_strategy(name)``)
-    ``least_confidence``   1 - max_k p_k. 0 for a one-hot, 5/6 for the uniform distribution.
-    ``margin``             p_(1) - p_(2), the gap between the two largest probabilities;
-                           ascending. 1 for a one-hot, 0 when the two best classes tie.
-    ``entropy``            -sum_k p_k ln p_k in nats (natural log, 0 ln 0 = 0); from 0 to
-                           ln 6 = 1.792 for the uniform distribution.
-    ``ordinal_cost``       sum_k p_k |k - i| with i the call: the expected number of grades
-                           between the truth and the call, if the truth is drawn from p. A
-                           NILM/HSIL split scores higher than an ASC-H/HSIL split with the same
-                           maximum probability; entropy and least confidence cannot tell them
-                           apart.
-    ``clinical_cost``      sum_k p_k C[k, i], the expected clinical cost of the call, with C the
-                           project's ``CLINICAL_COST`` (rows: truth, columns: call). It is
-                           asymmetric: missing a lesion costs more than over-calling it
-                           (HSIL called NILM costs 10, SCC called NILM 12, NILM called HSIL 2),
-                           so a cluster the model calls NILM with a real chance of HSIL/SCC
-                           ranks highest. ``clinical_cost_strategy(cost)`` takes another matrix.
-    ``detector_disagreement``
-                           s * P(NILM) + (1 - s) * (1 - P(NILM)), with s the detector's score
-                           (its confidence that the cluster is atypical, any of ASC-US..SCC)
-                           and 1 - P(NILM) the classifier's probability of that same event: the
-                           probability that two independent judges holding these beliefs
-                           disagree on "atypical or not". 0 when both are sure and agree, 1 when
-                           both are sure and disagree, 0.5 when either is a coin flip. Needs
-                           ``detector_scores``.
-    ``tta_variance``       the variance (population, ddof=0) across the T test-time
-                           augmentations of each class's probability, averaged over the six
-                           classes. 0 when every augmentation gives the same distribution;
-                           at most 5/36 (one-hots spread evenly over the six classes); two
-                           disagreeing one-hots, half the augmentations each, give 1/12. Needs
-                           ``tta_probabilities``.
-    ``tta_bald``           BALD / mutual information, in nats: H(mean_t p_t) - mean_t H(p_t), the
-                           entropy of the averaged prediction minus the average entropy of the
-                           augmented predictions. 0 when every augmentation agrees, high when
-                           each augmentation is confident but they disagree; never negative.
-                           Needs ``tta_probabilities``.
-    ``random``             uniform scores in [0, 1) from ``np.random.default_rng(seed)``, one
-                           per cluster in pool order (seed 0 in the registry; ``get_strategy(
-                           "random", seed=...)`` or ``random_strategy(seed)`` for another). The
-                           baseline every other strategy is compared with.
+service builds a ``Predictions`` from the model's outputs, a strategy of the registry
+(``inference.strategies``) scores every cluster, and the one shared ``select`` (or
+``select_diverse``, which adds k-center diversity on the classifier's embeddings) picks the
+clusters to review. ``aggregate_to_images`` turns cluster scores into image scores when whole
+images are reviewed. Classes are the six Bethesda classes in their ordinal order
+(``annotation.bethesda``), index 0 = NILM ... 5 = SCC.
 
 Selection
     ``select(scores, k)`` ranks by score in the given direction and returns the first k
@@ -72,11 +24,11 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from annotation.bethesda import CLINICAL_COST, NUM_CLASSES
+from annotation.bethesda import NUM_CLASSES
 
 #: Probabilities of one distribution must sum to 1 within this (float32 softmax outputs and
 #: values rounded to four decimals both pass).
@@ -88,10 +40,6 @@ _CHUNK_ROWS = 2048
 
 TIE_BREAKS = ("index", "random")
 AGGREGATIONS = ("max", "mean", "top_m_sum")
-
-
-class UnknownStrategy(ValueError):
-    """A strategy name that is not in ``STRATEGIES``."""
 
 
 # --- predictions ---------------------------------------------------------------------------
@@ -109,7 +57,7 @@ def _as_readonly(values, name: str, *, keep_float_dtype: bool = False) -> np.nda
     return view
 
 
-def _first_row(mask: np.ndarray) -> int:
+def _first_row(mask: np.ndarray | np.bool_) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
@@ -225,195 +173,6 @@ class Predictions:
 
     def __len__(self) -> int:
         return int(self.probabilities.shape[0])
-
-
-# --- strategies ----------------------------------------------------------------------------
-
-_OPTIONAL_FIELDS = ("detector_scores", "embeddings", "tta_probabilities")
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """A way to score clusters. ``score(predictions)`` returns one float per cluster;
-    ``descending`` True means a higher score is more uncertain (picked first).
-
-    ``requires`` names the optional ``Predictions`` fields the strategy reads; ``score``
-    refuses predictions that lack one. ``fn`` receives validated predictions."""
-
-    name: str
-    fn: Callable[[Predictions], np.ndarray] = field(repr=False)
-    descending: bool = True
-    requires: tuple[str, ...] = ()
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        unknown = [f for f in self.requires if f not in _OPTIONAL_FIELDS]
-        if unknown:
-            raise ValueError(
-                f"strategy {self.name!r} requires unknown fields {unknown}; "
-                f"optional fields are {', '.join(_OPTIONAL_FIELDS)}"
-            )
-
-    @property
-    def higher_is_more_uncertain(self) -> bool:
-        return self.descending
-
-    def score(self, predictions: Predictions) -> np.ndarray:
-        if not isinstance(predictions, Predictions):
-            raise TypeError(
-                f"strategy {self.name!r} scores a Predictions, got {type(predictions).__name__}"
-            )
-        for name in self.requires:
-            if getattr(predictions, name) is None:
-                raise ValueError(
-                    f"strategy {self.name!r} needs {name}, which these predictions do not have"
-                )
-        scores = np.asarray(self.fn(predictions), dtype=np.float64)
-        if scores.shape != (len(predictions),):
-            raise ValueError(
-                f"strategy {self.name!r} returned shape {scores.shape}, "
-                f"expected ({len(predictions)},)"
-            )
-        return scores
-
-    def select(self, predictions: Predictions, k: int, **options) -> np.ndarray:
-        """Indices of the k most uncertain clusters (``select`` with this direction)."""
-        return select(self.score(predictions), k, descending=self.descending, **options)
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """Entropy in nats along the last axis, 0 ln 0 = 0."""
-    logs = np.zeros_like(p)
-    np.log(p, out=logs, where=p > 0.0)
-    return -np.einsum("...c,...c->...", p, logs)
-
-
-def _least_confidence(pred: Predictions) -> np.ndarray:
-    return 1.0 - pred.probabilities.max(axis=1)
-
-
-def _margin(pred: Predictions) -> np.ndarray:
-    ordered = np.sort(pred.probabilities, axis=1)
-    return ordered[:, -1] - ordered[:, -2]
-
-
-def _entropy_score(pred: Predictions) -> np.ndarray:
-    return _entropy(pred.probabilities)
-
-
-_GRADES = np.arange(NUM_CLASSES)
-#: |k - i| for truth k (rows) and call i (columns).
-ORDINAL_DISTANCE = np.abs(_GRADES[:, None] - _GRADES[None, :]).astype(np.float64)
-ORDINAL_DISTANCE.flags.writeable = False
-
-
-def _expected_cost_of_call(probabilities: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """sum_k p_k cost[k, call] with call = argmax p (lower index on a tie)."""
-    call = probabilities.argmax(axis=1)
-    # (N, 6) @ (6, 6) gives the expected cost of every possible call; keep the actual call's.
-    expected = probabilities @ cost
-    return np.take_along_axis(expected, call[:, None], axis=1)[:, 0]
-
-
-def _ordinal_cost(pred: Predictions) -> np.ndarray:
-    return _expected_cost_of_call(pred.probabilities, ORDINAL_DISTANCE)
-
-
-def _check_cost_matrix(cost) -> np.ndarray:
-    matrix = np.array(cost, dtype=np.float64)
-    if matrix.shape != (NUM_CLASSES, NUM_CLASSES):
-        raise ValueError(
-            f"a cost matrix must have shape ({NUM_CLASSES}, {NUM_CLASSES}), got {matrix.shape}"
-        )
-    if not np.isfinite(matrix).all() or (matrix < 0).any():
-        raise ValueError("a cost matrix must hold finite, non-negative costs")
-    matrix.flags.writeable = False
-    return matrix
-
-
-def _detector_disagreement(pred: Predictions) -> np.ndarray:
-    s = pred.detector_scores
-    p_nilm = pred.probabilities[:, 0]
-    return s * p_nilm + (1.0 - s) * (1.0 - p_nilm)
-
-
-def _tta_variance(pred: Predictions) -> np.ndarray:
-    tta = pred.tta_probabilities
-    deviation = tta - tta.mean(axis=1, keepdims=True)
-    return np.einsum("ntc,ntc->n", deviation, deviation) / (tta.shape[1] * tta.shape[2])
-
-
-def _tta_bald(pred: Predictions) -> np.ndarray:
-    tta = pred.tta_probabilities
-    info = _entropy(tta.mean(axis=1)) - _entropy(tta).mean(axis=1)
-    return np.maximum(info, 0.0)  # Jensen: >= 0; clip rounding noise below zero
-
-
-def clinical_cost_strategy(cost=CLINICAL_COST, *, name: str = "clinical_cost") -> Strategy:
-    """Expected clinical cost of the call, sum_k p_k cost[k, argmax p] (rows: truth,
-    columns: call). The default is ``annotation.bethesda.CLINICAL_COST``."""
-    matrix = _check_cost_matrix(cost)
-    return Strategy(
-        name=name,
-        fn=lambda pred: _expected_cost_of_call(pred.probabilities, matrix),
-        description="expected clinical cost of the predicted class (missing HSIL/SCC costs most)",
-    )
-
-
-def random_strategy(seed: int = 0) -> Strategy:
-    """Uniform scores in [0, 1) from ``np.random.default_rng(seed)``: the same seed and pool
-    size always give the same scores."""
-    seed = operator.index(seed)
-
-    def fn(pred: Predictions) -> np.ndarray:
-        return np.random.default_rng(seed).random(len(pred))
-
-    return Strategy(name="random", fn=fn, description=f"random baseline (seed {seed})")
-
-
-STRATEGIES: dict[str, Strategy] = {
-    s.name: s
-    for s in (
-        Strategy("least_confidence", _least_confidence, description="1 - max p"),
-        Strategy(
-            "margin", _margin, descending=False,
-            description="gap between the two largest probabilities (smaller is more uncertain)",
-        ),
-        Strategy("entropy", _entropy_score, description="Shannon entropy in nats"),
-        Strategy(
-            "ordinal_cost", _ordinal_cost,
-            description="expected grade distance |k - argmax p| under p",
-        ),
-        clinical_cost_strategy(),
-        Strategy(
-            "detector_disagreement", _detector_disagreement, requires=("detector_scores",),
-            description="s P(NILM) + (1 - s)(1 - P(NILM)), s the detector's atypical score",
-        ),
-        Strategy(
-            "tta_variance", _tta_variance, requires=("tta_probabilities",),
-            description="variance across test-time augmentations, averaged over classes",
-        ),
-        Strategy(
-            "tta_bald", _tta_bald, requires=("tta_probabilities",),
-            description="mutual information (BALD) over test-time augmentations, nats",
-        ),
-        random_strategy(0),
-    )
-}
-
-
-def get_strategy(name: str, *, seed: int | None = None) -> Strategy:
-    """The strategy called ``name``; ``seed`` makes a new seeded ``random`` strategy (and is
-    refused for the others, which are deterministic)."""
-    if name not in STRATEGIES:
-        raise UnknownStrategy(
-            f"unknown uncertainty strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}"
-        )
-    if seed is not None:
-        if name != "random":
-            raise ValueError(f"strategy {name!r} takes no seed; only 'random' does")
-        return random_strategy(seed)
-    return STRATEGIES[name]
 
 
 # --- selection -----------------------------------------------------------------------------

@@ -21,10 +21,10 @@ from annotation import services as annotation_services
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from cytoloop.roles import Role, role_required
 from inference import selectors, services
-from inference.forms import OTHER_STRATEGIES, PredictForm, RankingRoundForm, strategy_rows
+from inference.forms import PredictForm, RankingRoundForm
 from inference.models import PredictionJob, RankingRound
 from inference.services import InferenceRefused
-from inference.uncertainty import STRATEGIES
+from inference.strategies import NOT_FOR_ROUNDS, ROUND_STRATEGIES, STRATEGIES
 from training.models import ModelKind
 from training.promotion import figures_of
 
@@ -125,8 +125,8 @@ def _index_context(*, predict_form: PredictForm | None = None, round_form: Ranki
         "round_form": round_form,
         "has_datasets": predict_form.fields["dataset"].queryset.exists(),
         "label_studio": labelstudio.is_configured(),
-        "strategies": strategy_rows(),
-        "other_strategies": OTHER_STRATEGIES,
+        "strategies": [STRATEGIES[name] for name in ROUND_STRATEGIES],
+        "other_strategies": NOT_FOR_ROUNDS,
         "round_rows": [_round_row(r) for r in selectors.recent_rounds()],
     }
 
@@ -314,7 +314,7 @@ def round_detail(request, pk: int):
         "round": round_,
         "models": f"{round_.detector_version.name} + {round_.classifier_version.name}",
         "strategy": strategy,
-        "direction": "higher is more uncertain" if descending else "lower is more uncertain",
+        "direction": strategy.direction if strategy else "higher is more uncertain",
         "newer": None if round_.active else selectors.newer_round(round_),
         "ranked_count": len(scores),
         "selected_count": sum(1 for _, selected in scores if selected),

@@ -1,4 +1,4 @@
-"""Simulated active learning (inference/active_learning.py and the al_simulate command).
+"""Simulated active learning (inference/active_learning/ and the al_simulate command).
 
 The loop's mechanics run with a fast NumPy nearest-centroid classifier that records what it was
 trained on; one short run trains the real (tiny) ResNeSt; the command runs in a child process.
@@ -26,19 +26,12 @@ from inference.active_learning import (
     labels_to_reach,
     members_tta,
     model_seed,
-    parse_strategy,
     plan_splits,
     simulate,
     summarize,
 )
-from inference.uncertainty import (
-    STRATEGIES,
-    Predictions,
-    UnknownStrategy,
-    get_strategy,
-    select,
-    select_diverse,
-)
+from inference.strategies import STRATEGIES, UnknownStrategy, get_strategy, simulation_strategy
+from inference.uncertainty import Predictions, select, select_diverse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -326,13 +319,13 @@ def test_a_seed_gives_the_same_curves_alone_or_with_others():
 
 def test_unknown_strategies_are_refused_listing_the_known_ones():
     with pytest.raises(UnknownStrategy, match="unknown strategy 'entropie'; known: .*entropy"):
-        parse_strategy("entropie")
-    assert parse_strategy("margin+diverse") == (STRATEGIES["margin"], True)
+        simulation_strategy("entropie")
+    assert simulation_strategy("margin+diverse") == (STRATEGIES["margin"], True)
 
 
 def test_detector_strategies_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="needs detector scores.*trains only the classifier"):
-        parse_strategy("detector_disagreement")
+        simulation_strategy("detector_disagreement")
 
 
 def test_a_pool_too_small_for_the_rounds_is_refused_before_training():
@@ -440,7 +433,7 @@ def test_the_module_imports_neither_django_nor_tensorflow():
 def test_a_short_run_trains_the_tiny_resnest(tmp_path):
     from inference.active_learning import keras_trainer
     from training.augment import AugmentConfig
-    from training.config import ClassifierRunConfig, DataConfig, OptimConfig
+    from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
 
     rng = np.random.default_rng(3)
     clusters = ClusterSet(rng.integers(0, 255, size=(24, 32, 32, 3), dtype=np.uint8),

@@ -17,11 +17,10 @@ from PIL import Image as PILImage
 from annotation.models import Dataset, Image
 from annotation.services import ensure_dataset, import_images
 from inference import views
-from inference.forms import ROUND_STRATEGIES
 from inference.models import PredictionJob, RankedImage, RankingRound
 from inference.pipeline import ClusterResult, ImageResult
 from inference.services import start_ranking_round, store_prediction
-from inference.uncertainty import STRATEGIES
+from inference.strategies import ROUND_STRATEGIES, STRATEGIES
 from tests.helpers import record_enqueues
 from training.models import DatasetVersion, ModelVersion
 

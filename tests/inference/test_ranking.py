@@ -9,12 +9,8 @@ from annotation.models import Image, PredictionBox
 from annotation.services import ensure_dataset, next_assignment
 from inference.models import RankedCluster, RankedImage, RankingRound
 from inference.pipeline import ClusterResult, ImageResult
-from inference.services import (
-    InferenceRefused,
-    preannotations_allowed,
-    start_ranking_round,
-    store_prediction,
-)
+from inference.selectors import preannotations_allowed
+from inference.services import InferenceRefused, start_ranking_round, store_prediction
 from training.models import DatasetVersion, ModelVersion
 
 pytestmark = pytest.mark.django_db(transaction=True)

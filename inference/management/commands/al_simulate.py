@@ -7,6 +7,14 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from annotation.bethesda import BETHESDA
+from annotation.models import Dataset, Image
+from inference import active_learning as al
+from inference.strategies import SIMULATION_STRATEGIES, check_simulation_strategies
+from training.augment import AugmentConfig
+from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
+from training.services import image_crops, truth_for
+
 TTA_CHOICES = ("orientations", "all", "ensemble")
 
 
@@ -26,8 +34,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("dataset", help="dataset name")
         parser.add_argument("--strategies", default="random,entropy,margin",
-                            help="comma-separated strategy names; add +diverse to any for k-center "
-                                 "diversity on the embeddings (default random,entropy,margin)")
+                            help="comma-separated strategy names, of " + ", ".join(SIMULATION_STRATEGIES)
+                                 + "; add +diverse to any for k-center diversity on the embeddings "
+                                 "(default random,entropy,margin)")
         parser.add_argument("--rounds", type=int, default=5, help="acquisition rounds (default 5)")
         parser.add_argument("--batch", type=int, default=20, help="clusters revealed per round (default 20)")
         parser.add_argument("--initial", type=int, default=None,
@@ -56,20 +65,13 @@ class Command(BaseCommand):
         parser.add_argument("--out", default=None, help="folder for al_simulate.json and al_curve.png")
 
     def handle(self, *args, **o):
-        from annotation.bethesda import BETHESDA
-        from annotation.models import Dataset, Image
-        from inference import active_learning as al
-        from training.augment import AugmentConfig
-        from training.config import ClassifierRunConfig, DataConfig, OptimConfig
-        from training.services import image_crops, truth_for
-
         try:
             dataset = Dataset.objects.get(name=o["dataset"])
         except Dataset.DoesNotExist:
             known = ", ".join(Dataset.objects.order_by("name").values_list("name", flat=True)) or "none"
             raise CommandError(f"no dataset named {o['dataset']!r}; known: {known}") from None
         try:
-            strategies = al.check_strategies(o["strategies"].split(","))
+            strategies = check_simulation_strategies(o["strategies"].split(","))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         for key in ("rounds", "batch", "seeds", "steps", "batch_size", "input_size", "ensemble"):
