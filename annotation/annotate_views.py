@@ -7,7 +7,9 @@ page posts the boxes to /api/annotations/ and tells the annotate page, which mov
 
 Blind rule: the editor receives the user's own annotation only (selectors.own_annotations),
 never another expert's, and no model predictions unless the dataset's active ranking round
-selected the image and allows pre-annotations (or ANNOTATE_SHOW_PREDICTIONS is set).
+selected the image and allows pre-annotations (or ANNOTATE_SHOW_PREDICTIONS is set). The views
+read only annotation's own state: the round writes ``Image.preannotation_model`` and
+``annotation.access`` decides from it (annotation never imports inference).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation import drafts, labelstudio, selectors, services
+from annotation import access, drafts, labelstudio, selectors, services
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from annotation.models import Assignment, Image
 from cytoloop.roles import Role, role_required
@@ -179,8 +181,6 @@ def editor(request, image_id: int):
             {"id": own.pk, "result": drafts.editor_result(items, image.width, image.height)}
         )
     predictions = []
-    from annotation import access
-
     # the one access rule: only the model boxes offered to annotators (image.preannotation_model,
     # written by the active ranking round, or ANNOTATE_SHOW_PREDICTIONS); none for an extra expert
     rows = list(access.preannotations(access.image_view(user, image), image))

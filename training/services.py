@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.bethesda import BETHESDA
+from annotation.imaging import read_pixels
 from annotation.models import Cluster, Dataset, GroundTruthBox, Image
 from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running
 from training.models import DatasetVersion, ModelKind, ModelVersion, Promotion, TrainingRun
@@ -71,16 +72,6 @@ def create_dataset_version(*, dataset: Dataset, seed: int = 0, created_by=None) 
         for name, ids in splits.items():
             Image.objects.filter(pk__in=ids).update(split=name)
     return version
-
-
-def read_pixels(image: Image) -> np.ndarray:
-    """The stored file of ``image`` as uint8 (H, W, 3) RGB (any storage backend)."""
-    from django.core.files.storage import default_storage
-
-    from annotation.imaging import decode_rgb
-
-    with default_storage.open(image.file.name, "rb") as handle:
-        return decode_rgb(handle.read())
 
 
 def image_crops(images, *, input_size: int, margin: float, progress=None) -> dict[int, tuple]:
