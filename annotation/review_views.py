@@ -7,12 +7,14 @@ Blind rule: the review page shows every expert's boxes of an image, which is all
 the image's consensus exists (``Image.consensus_at``); clusters of other images answer 403.
 Own images: a reviewer who annotated an image does not see its disputes in the queue (unless
 REVIEWERS_MAY_RESOLVE_OWN_IMAGES); its review page opens read-only and says why.
+
+A decision's POST is read by ``annotation.forms.ReviewDecisionForm``; the review page's overlay,
+vote table and audit rows are built in ``annotation.review_figures``.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -25,9 +27,10 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation import access, review_decisions, selectors, services
+from annotation import review_figures as figures
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from annotation.consensus import REASONS
-from annotation.geometry import Box, iou
+from annotation.forms import ReviewDecisionForm
 from cytoloop.roles import Role, role_required
 from cytoloop.templatetags.cytoloop_dates import format_when
 
@@ -43,10 +46,6 @@ REASON_HELP = {
     "too_few_experts": "fewer experts than the quorum drew this cluster",
     "weak_overlap": "the experts' boxes overlap poorly",
 }
-#: Experts' colours on the overlay: bright on a stained smear, distinct from one another.
-EXPERT_COLOURS = ("#22d3ee", "#facc15", "#f472b6", "#a3e635", "#60a5fa", "#fb923c", "#c084fc", "#f8fafc")
-#: A model prediction is the model's opinion on a cluster when it overlaps it by this IoU.
-MODEL_IOU = 0.3
 
 
 def _query(**params) -> str:
@@ -157,102 +156,6 @@ def disputes(request):
 # The review page
 
 
-def _tag(x: float, y: float, w: float, h: float, text: str, font: float, width: int, height: int,
-         below: bool = False) -> dict:
-    """A label tag for a box, in image pixels: above the box (inside when no room), or below."""
-    tag_h = font * 1.4
-    tag_w = font * (0.62 * len(text) + 0.9)
-    if below:
-        bottom = y + h
-        tag_y = bottom if bottom + tag_h <= height else bottom - tag_h
-    else:
-        tag_y = y - tag_h if y >= tag_h else y
-    tag_x = min(max(0.0, x), max(0.0, width - tag_w))
-    return {"tag_x": tag_x, "tag_y": tag_y, "tag_w": tag_w, "tag_h": tag_h,
-            "text_x": tag_x + font * 0.45, "text_y": tag_y + tag_h * 0.74}
-
-
-def _layer(expert_boxes: list[dict], predictions: list[dict], cluster, *, font: float, width: int, height: int) -> dict:
-    """Boxes with their tags for one view. The cluster's members are tagged side by side in a
-    row above the cluster (one expert's tag never hides another's); boxes outside the cluster
-    carry no tag (their label is in their tooltip); model predictions are tagged below."""
-    members = [b for b in expert_boxes if b["member"]]
-    widths = [font * (0.62 * len(b["text"]) + 0.9) for b in members]
-    gap = font * 0.3
-    row = sum(widths) + gap * max(0, len(widths) - 1)
-    x = min(cluster.x, max(0.0, width - row))
-    boxes = []
-    for b in expert_boxes:
-        if b["member"]:
-            tag = _tag(x, cluster.y, cluster.width, cluster.height, b["text"], font, width, height)
-            x += tag["tag_w"] + gap
-            boxes.append({**b, **tag, "tagged": True})
-        else:
-            boxes.append({**b, "tagged": False})
-    return {
-        "font": font,
-        "boxes": boxes,
-        "preds": [{**p, **_tag(p["x"], p["y"], p["w"], p["h"], p["text"], font, width, height, below=True)}
-                  for p in predictions],
-    }
-
-
-def _close_up(cluster, width: int, height: int) -> dict:
-    """A region around the cluster, with the image's aspect ratio, at least 3x the cluster."""
-    aspect = width / height
-    region_w = max(cluster.width * 3.0, cluster.height * 3.0 * aspect, width * 0.18)
-    region_w = min(region_w, float(width))
-    region_h = min(region_w / aspect, float(height))
-    cx, cy = cluster.x + cluster.width / 2, cluster.y + cluster.height / 2
-    x = min(max(0.0, cx - region_w / 2), width - region_w)
-    y = min(max(0.0, cy - region_h / 2), height - region_h)
-    return {"x": x, "y": y, "w": region_w, "h": region_h}
-
-
-def _change(entry) -> list[str]:
-    """Before -> after of an audit entry, in words."""
-    before, after = entry.before or {}, entry.after or {}
-    parts = []
-    if "assigned_to" in after:
-        held = ""
-        if after.get("held_until"):
-            held = f", held for them until {format_when(datetime.fromisoformat(after['held_until']))}"
-        parts.append(f"assigned to {after['assigned_to']}{held}")
-    if before.get("status") != after.get("status") and after.get("status"):
-        parts.append(f"{before.get('status', '—')} → {after['status']}")
-    if before.get("label") != after.get("label") and after.get("label"):
-        parts.append(f"{before.get('label', '—')} → {after['label']}")
-    box_keys = ("x", "y", "width", "height")
-    if all(k in before and k in after for k in box_keys) and any(before[k] != after[k] for k in box_keys):
-        def text(d):
-            return f"({d['x']:.0f}, {d['y']:.0f}) {d['width']:.0f}×{d['height']:.0f}"
-        parts.append(f"box {text(before)} → {text(after)}")
-    return parts
-
-
-def _audit_rows(cluster, others) -> tuple[list[dict], list[dict]]:
-    """The image's audit entries split by the object each was written about: this cluster's own
-    (written with its id, while it existed), and the rest of the image's history, each labelled
-    with its object (another cluster, the image, or a cluster since replaced by a recomputed
-    consensus, whose id no current cluster carries)."""
-    current = {c.pk: c for c in others}
-    own, history = [], []
-    for entry in selectors.image_audit(cluster.image_id):
-        row = {"entry": entry, "change": _change(entry)}
-        if entry.cluster_id == cluster.pk and entry.created_at >= cluster.created_at:
-            own.append(row)
-            continue
-        target = current.get(entry.cluster_id)
-        if entry.cluster_id is None:
-            row["about"] = {"text": "the image"}
-        elif target is not None and entry.created_at >= target.created_at:
-            row["about"] = {"text": f"cluster #{target.pk}", "url": reverse("review:cluster", args=[target.pk])}
-        else:
-            row["about"] = {"text": f"cluster #{entry.cluster_id}, since replaced by a recomputed consensus"}
-        history.append(row)
-    return own, history
-
-
 def _facts(cluster) -> review_decisions.ClusterFacts:
     return review_decisions.ClusterFacts(
         pk=cluster.pk, status=cluster.status, label=cluster.label,
@@ -277,50 +180,14 @@ def _review_context(request, cluster, *, error: str = "", values: dict | None = 
     image = cluster.image
     annotations = list(selectors.visible_annotations(request.user, image))
     annotations.sort(key=lambda a: a.annotator_id)
-    member_boxes = {m["box"] for m in cluster.members}
-    member_by_expert = {m["expert"]: m for m in cluster.members}
+    experts, boxes = figures.expert_overlay(annotations, cluster)
+    predictions = figures.model_opinions(cluster, selectors.image_predictions(image))
     font = max(image.width, image.height) / 55
-    experts, boxes = [], []
-    for index, annotation in enumerate(annotations, start=1):
-        colour = EXPERT_COLOURS[(index - 1) % len(EXPERT_COLOURS)]
-        member = member_by_expert.get(annotation.annotator_id)
-        own_boxes = list(annotation.boxes.all())
-        experts.append({
-            "index": index,
-            "colour": colour,
-            "user": annotation.annotator,
-            "name": annotation.annotator.get_full_name() or annotation.annotator.get_username(),
-            "label": member["label"] if member else None,
-            "boxes": len(own_boxes),
-            "origin": annotation.get_origin_display(),
-        })
-        for b in own_boxes:
-            boxes.append({"expert": index, "colour": colour, "label": b.label, "member": b.pk in member_boxes,
-                          "x": b.x, "y": b.y, "w": b.width, "h": b.height, "text": f"E{index} {b.label}",
-                          "title": f"E{index} ({experts[-1]['name']}): {b.label}"})
-    # draw the cluster's members last, so that they are on top, in expert order
-    boxes.sort(key=lambda b: (b["member"], b["expert"]))
-    cluster_box = cluster.as_box()
-    predictions = []
-    for p in selectors.image_predictions(image):
-        overlap = iou(cluster_box, p.as_box())
-        if overlap >= MODEL_IOU:
-            predictions.append({"label": p.label, "score": p.score, "iou": overlap, "model": p.model_version,
-                                "x": p.x, "y": p.y, "w": p.width, "h": p.height,
-                                "text": f"model {p.label}" + (f" {p.score:.2f}" if p.score is not None else "")})
-    region = _close_up(cluster, image.width, image.height)
+    region = figures.close_up(cluster, image.width, image.height)
     pad = font * 0.35
     close_font = max(region["w"], region["h"]) / 38
-    vote_counts = dict.fromkeys(BETHESDA, 0)
-    for m in cluster.members:
-        vote_counts[m["label"]] += 1
-    votes = [{"label": lab, "share": float(cluster.votes[i]) if i < len(cluster.votes) else 0.0,
-              "count": vote_counts[lab], "hotkey": i + 1, "description": DESCRIPTIONS[lab]}
-             for i, lab in enumerate(BETHESDA)]
-    for v in votes:
-        v["percent"] = round(100 * v["share"], 1)
     others = [c for c in selectors.image_clusters(image) if c.pk != cluster.pk]
-    audit, history = _audit_rows(cluster, others)
+    audit, history = figures.audit_rows(cluster, others)
     own_image = not settings.REVIEWERS_MAY_RESOLVE_OWN_IMAGES and selectors.reviewer_annotated(image, request.user)
     next_cluster = selectors.next_disputed_cluster(reviewer=request.user, exclude_pk=cluster.pk)
     just_decided = None
@@ -338,15 +205,15 @@ def _review_context(request, cluster, *, error: str = "", values: dict | None = 
         "image_url": image.thumbnail.url if from_preview else image.file.url,
         "from_preview": from_preview,
         "experts": experts,
-        "full": _layer(boxes, predictions, cluster, font=font, width=image.width, height=image.height),
-        "close": _layer(boxes, predictions, cluster, font=close_font, width=image.width, height=image.height),
+        "full": figures.layer(boxes, predictions, cluster, font=font, width=image.width, height=image.height),
+        "close": figures.layer(boxes, predictions, cluster, font=close_font, width=image.width, height=image.height),
         "highlight": {"x": max(0.0, cluster.x - pad), "y": max(0.0, cluster.y - pad),
                       "w": min(cluster.width + 2 * pad, image.width - max(0.0, cluster.x - pad)),
                       "h": min(cluster.height + 2 * pad, image.height - max(0.0, cluster.y - pad))},
         "region": region,
         "handle": max(region["w"], region["h"]) / 70,
         "predictions": predictions,
-        "votes": votes,
+        "votes": figures.vote_rows(cluster),
         "not_drawn": [e for e in experts if e["label"] is None],
         "reasons": [{"code": r, "text": REASON_TEXT.get(r, r), "title": REASON_HELP.get(r, "")} for r in cluster.reasons],
         "audit": audit,
@@ -367,10 +234,13 @@ def _review_context(request, cluster, *, error: str = "", values: dict | None = 
     }
 
 
-def _confirmed(request, cluster, decision: review_decisions.Decision) -> None:
-    """Raise NeedsConfirmation unless ``decision`` needs none or was posted with the token of
-    the statement it needs (see annotation.review_decisions). A reviewer who may not decide on
+def _confirmed(request, cluster, form: ReviewDecisionForm) -> None:
+    """Raise NeedsConfirmation unless the posted decision needs none or was posted with the token
+    of the statement it needs (see annotation.review_decisions). A reviewer who may not decide on
     this image is not asked: the service refuses them."""
+    decision = form.decision()
+    if decision is None:
+        return
     if not settings.REVIEWERS_MAY_RESOLVE_OWN_IMAGES and selectors.reviewer_annotated(cluster.image, request.user):
         return
     facts = _facts(cluster)
@@ -378,7 +248,7 @@ def _confirmed(request, cluster, decision: review_decisions.Decision) -> None:
     if statement is None:
         return
     expected = review_decisions.token(facts, decision)
-    if request.POST.get("confirm", "") != expected:
+    if form.cleaned_data["confirm"] != expected:
         raise NeedsConfirmation(statement, expected)
 
 
@@ -386,33 +256,20 @@ def _decide(request, cluster) -> str:
     """Run the one service the posted action asks for; returns what was done, in words.
 
     Raises ReviewRefused / AnnotationRejected (the services' refusals) or ValueError (a form
-    that cannot be read) without changing anything."""
-    action = request.POST.get("action", "")
-    note = request.POST.get("note", "").strip()
-    reviewer = request.user
+    that cannot be read: ReviewDecisionForm's message) without changing anything."""
+    form = ReviewDecisionForm(request.POST, cluster=cluster)
+    if not form.is_valid():
+        raise ValueError(form.error_text())
+    _confirmed(request, cluster, form)
+    data = form.cleaned_data
+    action, label, note, reviewer = data["action"], data["label"], data["note"], request.user
     if action == "label":
-        label = request.POST.get("label", "")
-        if label not in BETHESDA:
-            raise ValueError("Choose one of the six Bethesda classes.")
-        _confirmed(request, cluster, review_decisions.Decision("label", label))
         services.resolve_cluster(cluster=cluster, reviewer=reviewer, label=label, comment=note)
         return f"resolved as {label}"
     if action == "box":
-        label = request.POST.get("label", "") or cluster.label
-        try:
-            numbers = [float(request.POST.get(k, "")) for k in ("x", "y", "width", "height")]
-        except ValueError:
-            raise ValueError("The box needs four numbers: x, y, width and height (in image pixels).") from None
-        if not all(math.isfinite(n) for n in numbers):
-            raise ValueError("The box's x, y, width and height must be finite numbers.")
-        if label not in BETHESDA:
-            raise ValueError("Choose one of the six Bethesda classes.")
-        _confirmed(request, cluster, review_decisions.Decision("box", label, tuple(numbers)))
-        services.resolve_cluster(cluster=cluster, reviewer=reviewer, label=label,
-                                 box=Box(*numbers, label=label), comment=note)
+        services.resolve_cluster(cluster=cluster, reviewer=reviewer, label=label, box=data["box"], comment=note)
         return f"resolved with an adjusted box as {label}"
     if action == "reject":
-        _confirmed(request, cluster, review_decisions.Decision("reject"))
         services.reject_cluster(cluster=cluster, reviewer=reviewer, comment=note)
         return "rejected (not a lesion)"
     if action == "expert":
@@ -421,10 +278,8 @@ def _decide(request, cluster) -> str:
         return (f"sent to one more expert ({assignment.annotator.get_username()}), held for them until "
                 f"{format_when(assignment.expires_at)}; after that any pathologist who has not annotated "
                 "it may take it")
-    if action == "comment":
-        services.comment_on_cluster(cluster=cluster, reviewer=reviewer, text=request.POST.get("text", ""))
-        return "commented"
-    raise ValueError("Unknown action.")
+    services.comment_on_cluster(cluster=cluster, reviewer=reviewer, text=data["text"])  # "comment"
+    return "commented"
 
 
 def _confirm_verb(action: str, label: str, change: bool) -> str:

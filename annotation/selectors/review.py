@@ -127,7 +127,7 @@ def reviewer_annotated(image: Image, reviewer) -> bool:
 def image_audit(image_id: int) -> QuerySet:
     """Every audit entry of an image, newest first. The review page shows each on its own
     object: the cluster whose id it was written with (while that cluster existed), else the
-    image's history (annotation.review_views._audit_rows)."""
+    image's history (annotation.review_figures.audit_rows)."""
     return AuditEntry.objects.filter(image_id=image_id).select_related("actor").order_by("-created_at", "-id")
 
 

@@ -6,13 +6,14 @@ Django test client against the real PostgreSQL; annotations go in through annota
 
 import re
 from datetime import timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import agreement, selectors, services
+from annotation import agreement, forms, selectors, services
 from annotation.geometry import Box
 from annotation.models import (
     Assignment,
@@ -374,6 +375,26 @@ def test_an_unknown_label_or_action_is_400(as_reviewer, queue):
     assert as_reviewer.post(_url(cluster), {"action": "label", "label": "CIN2"}).status_code == 400
     assert as_reviewer.post(_url(cluster), {"action": "delete"}).status_code == 400
     assert Cluster.objects.get(pk=cluster.pk).status == "disputed"
+
+
+@pytest.mark.parametrize(("post", "error"), [
+    ({}, forms.UNKNOWN_ACTION),
+    ({"action": "delete"}, forms.UNKNOWN_ACTION),
+    ({"action": "label", "label": "CIN2"}, forms.NOT_A_CLASS),
+    ({"action": "box", "x": "1", "y": "2", "width": "w", "height": "4", "label": "CIN2"}, forms.NOT_NUMBERS),
+    ({"action": "box", "x": "1", "y": "inf", "width": "3", "height": "4"}, forms.NOT_FINITE),
+    ({"action": "box", "x": "1", "y": "2", "width": "3", "height": "4", "label": "CIN2"}, forms.NOT_A_CLASS),
+])
+def test_the_review_form_names_the_first_thing_wrong(post, error):
+    form = forms.ReviewDecisionForm(post, cluster=SimpleNamespace(label="HSIL"))
+    assert not form.is_valid() and form.error_text() == error
+
+
+def test_an_adjusted_box_keeps_the_clusters_label_unless_another_is_given():
+    form = forms.ReviewDecisionForm({"action": "box", "x": "1", "y": "2", "width": "3", "height": "4"},
+                                    cluster=SimpleNamespace(label="HSIL"))
+    assert form.is_valid() and form.cleaned_data["box"] == Box(1.0, 2.0, 3.0, 4.0, "HSIL")
+    assert form.decision().box == (1.0, 2.0, 3.0, 4.0)
 
 
 # --- the agreement dashboard --------------------------------------------------------------------
