@@ -18,6 +18,7 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
+from django_htmx.http import HttpResponseClientRedirect
 
 from annotation import access, selectors, services
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
@@ -298,6 +299,8 @@ def import_images(request):
         return render(request, "annotation/import.html", _import_context(values=values))
     name, errors = _check_import(request.POST, request.FILES)
     if errors:
+        if request.htmx:  # the page's hx-post upload: the list of what is wrong replaces #import-errors
+            return render(request, "annotation/import.html#errors", {"errors": errors}, status=400)
         if _wants_json(request):
             return JsonResponse({"error": " ".join(errors), "errors": errors}, status=400)
         return render(
@@ -317,6 +320,8 @@ def import_images(request):
         created_by=request.user,
     )
     job_url = reverse("annotation:import_job", args=[job.pk])
+    if request.htmx:
+        return HttpResponseClientRedirect(job_url)
     if _wants_json(request):
         return JsonResponse({"job_url": job_url, "job": job.pk}, status=202)
     return HttpResponseRedirect(job_url)

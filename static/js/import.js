@@ -1,10 +1,11 @@
-/* Import page: drag-and-drop onto the file input, and an upload with a progress bar.
-   Without this script the form still works: the file input is a normal one and the form posts. */
+/* Import page: drag-and-drop onto the file input and the list of chosen files. The upload is htmx's
+   (hx-post, hx-encoding multipart, see annotation/import.html): this shows its progress. Without
+   this script the form still works: the file input is a normal one and the form posts. */
 (function () {
   "use strict";
 
   var form = document.getElementById("import-form");
-  if (!form || !window.XMLHttpRequest || !window.FormData) return;
+  if (!form || !window.DataTransfer) return;
 
   var zone = document.getElementById("dropzone");
   var input = document.getElementById("id_files");
@@ -12,18 +13,13 @@
   var summary = document.getElementById("file-summary");
   var count = document.getElementById("file-count");
   var clear = document.getElementById("clear-files");
-  var errors = document.getElementById("import-errors");
-  var upload = document.getElementById("upload");
   var bar = document.getElementById("upload-progress");
   var state = document.getElementById("upload-state");
   var bytes = document.getElementById("upload-bytes");
-  var submit = document.getElementById("import-submit");
-  var cancel = document.getElementById("upload-cancel");
   var existing = document.getElementById("id_dataset");
   var fresh = document.getElementById("id_new_dataset");
   var maxFiles = parseInt(form.dataset.maxFiles || "100", 10);
   var accepted = (input.getAttribute("accept") || "").split(",");
-  var xhr = null;
 
   zone.classList.add("js");
 
@@ -40,6 +36,7 @@
   }
 
   function showErrors(messages) {
+    var errors = document.getElementById("import-errors");  // htmx replaces it with the server's list
     errors.replaceChildren();
     messages.forEach(function (text) {
       var p = document.createElement("p");
@@ -113,80 +110,39 @@
   existing.addEventListener("change", function () { if (existing.value) fresh.value = ""; });
   fresh.addEventListener("input", function () { if (fresh.value) existing.value = ""; });
 
-  function busy(on) {
-    submit.disabled = on;
-    cancel.hidden = !on;
-    form.classList.toggle("busy", on);
-  }
-
   function progress(loaded, total) {
     var percent = total ? Math.floor((100 * loaded) / total) : 0;
     bar.firstElementChild.style.width = percent + "%";
     bar.setAttribute("aria-valuenow", String(percent));
     bytes.textContent = total ? human(loaded) + " of " + human(total) + " · " + percent + "%" : "";
+    state.textContent = !total || percent < 100 ? "Uploading…" : "Upload complete. Starting the import…";
   }
 
-  cancel.addEventListener("click", function () { if (xhr) xhr.abort(); });
-
-  form.addEventListener("submit", function (event) {
-    event.preventDefault();
-    var problems = [];
-    var files = input.files || [];
-    if (!existing.value && !fresh.value.trim()) problems.push("Choose a dataset or type a name for a new one.");
-    if (!files.length) problems.push("No files were chosen: add images (PNG, JPEG, TIFF) or .zip files.");
-    var refused = Array.prototype.filter.call(files, function (f) { return accepted.indexOf(extension(f.name)) < 0; });
-    if (refused.length) {
-      problems.push("Not an image or .zip file: " + refused.map(function (f) { return f.name; }).join(", ") +
-        ". Remove it (Clear) and choose again.");
-    }
-    if (files.length > maxFiles) {
-      problems.push(files.length + " files is more than " + maxFiles + " per upload: put them in a .zip file.");
-    }
-    showErrors(problems);
-    if (problems.length) return;
-
-    xhr = new XMLHttpRequest();
-    xhr.open("POST", form.action);
-    xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");
-    xhr.setRequestHeader("Accept", "application/json");
-    xhr.upload.addEventListener("progress", function (e) {
-      if (e.lengthComputable) progress(e.loaded, e.total);
-    });
-    xhr.upload.addEventListener("load", function () {
-      state.textContent = "Upload complete. Starting the import…";
-    });
-    xhr.addEventListener("load", function () {
-      var data = null;
-      try { data = JSON.parse(xhr.responseText); } catch (ignored) { data = null; }
-      if (xhr.status >= 200 && xhr.status < 300 && data && data.job_url) {
-        state.textContent = "Upload complete. Opening the import job…";
-        window.location.assign(data.job_url);
-        return;
-      }
-      busy(false);
-      upload.hidden = true;
-      if (data && data.errors) showErrors(data.errors);
-      else if (/\/login\//.test(xhr.responseURL || "")) showErrors(["Your session has expired: reload the page and log in again."]);
-      else if (xhr.status === 403) showErrors(["Not allowed (403): your session may have expired. Reload the page and log in again."]);
-      else showErrors(["The upload failed: the server answered " + xhr.status + " " + xhr.statusText + "."]);
-    });
-    xhr.addEventListener("error", function () {
-      busy(false);
-      upload.hidden = true;
-      showErrors(["The upload failed: the server could not be reached."]);
-    });
-    xhr.addEventListener("abort", function () {
-      busy(false);
-      upload.hidden = true;
-      showErrors(["Upload cancelled."]);
-    });
-
-    state.textContent = "Uploading…";
-    progress(0, 0);
-    upload.hidden = false;
-    busy(true);
-    xhr.send(new FormData(form));
+  form.addEventListener("htmx:beforeRequest", function (event) {
+    var n = (input.files || []).length;
+    var tooMany = n > maxFiles;  // Django refuses the whole request: say so before uploading
+    showErrors(tooMany ? [n + " files is more than " + maxFiles + " per upload: put them in a .zip file."] : []);
+    if (tooMany) event.preventDefault();
+    else progress(0, 0);
   });
+  form.addEventListener("htmx:xhr:progress", function (event) {
+    if (event.detail.lengthComputable) progress(event.detail.loaded, event.detail.total);
+  });
+  form.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr.status === 400) { event.detail.shouldSwap = true; event.detail.isError = false; }  // what is wrong
+    if (/\/login\//.test(xhr.responseURL || "")) {
+      event.detail.shouldSwap = false;
+      showErrors(["Your session has expired: reload the page and log in again."]);
+    }
+  });
+  form.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    showErrors([xhr.status === 403 ? "Not allowed (403): your session may have expired. Reload the page and log in again."
+      : "The upload failed: the server answered " + xhr.status + " " + xhr.statusText + "."]);
+  });
+  form.addEventListener("htmx:sendError", function () { showErrors(["The upload failed: the server could not be reached."]); });
+  form.addEventListener("htmx:xhr:abort", function () { showErrors(["Upload cancelled."]); });
 
   render();
 })();

@@ -41,6 +41,9 @@ def test_admin_imports_in_the_browser_and_browses_the_gallery(
 
     page.locator("nav.mainnav").get_by_role("link", name="Import").click()
     expect(page.get_by_role("heading", name="Import images")).to_be_visible()
+    page.click("#import-submit")  # nothing chosen: the server's list of what is wrong, in place
+    expect(page.locator("#import-errors")).to_contain_text("Choose a dataset or type a name for a new one.")
+    expect(page.locator("#import-errors")).to_contain_text("No files were uploaded")
     page.fill("#id_new_dataset", "browser-import")
     page.set_input_files("#id_files", [
         _upload("smear-1.png", first), _upload("smear-2.png", second), _upload("broken.png", broken),
@@ -69,7 +72,7 @@ def test_admin_imports_in_the_browser_and_browses_the_gallery(
 
     # the job page polls itself until the worker is done
     expect(page.locator("#job-percent")).to_have_text("100%", timeout=60_000)
-    expect(page.locator("#job-status")).to_have_text("Done")
+    expect(page.locator("#job-status")).to_have_text("Succeeded")
     expect(page.locator("#job-summary")).to_contain_text("2 imported")
     skipped = page.locator("#skipped tbody tr")
     expect(skipped).to_have_count(1)
