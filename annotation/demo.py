@@ -5,8 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from annotation.formats import write_coco
 from annotation.models import Dataset, Image
 from annotation.services import ImportReport, ensure_dataset, import_images
+from annotation.synthetic import generate_dataset
 
 SYNTHETIC_NAME = "demo-synthetic"
 CRIC_NAME = "cric-dev"
@@ -21,15 +23,12 @@ CRIC_CITATION = (
 
 def seed_synthetic(*, n_images: int, seed: int = 2026, progress=None) -> ImportReport | None:
     """Generate and import the synthetic demo dataset, once (None when it already exists)."""
-    from annotation.formats import write_coco
-    from annotation.synthetic import generate_dataset
-
     if Image.objects.filter(dataset__name=SYNTHETIC_NAME).exists():
         return None
     dataset, _ = ensure_dataset(
         name=SYNTHETIC_NAME,
         title="Synthetic liquid-based cytology (demo)",
-        source="CytoLoop's synthetic generator (annotation/synthetic.py), seed 2026",
+        source="CytoLoop's synthetic generator (annotation/synthetic), seed 2026",
         license="generated; no restrictions",
         description="Procedurally generated Pap-like images with exact Bethesda ground truth.",
     )

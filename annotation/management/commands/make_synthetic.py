@@ -50,7 +50,7 @@ def parse_grade_mix(text: str | None) -> tuple[float, ...] | None:
 
 class Command(BaseCommand):
     help = (
-        "Generate synthetic liquid-based Pap images (procedural, annotation/synthetic.py) with one "
+        "Generate synthetic liquid-based Pap images (procedural, annotation/synthetic/) with one "
         "Bethesda-labelled box per cell cluster: writes OUT/images/synth_00000.png ... and "
         "OUT/annotations.json (COCO). Grades look as pathologists describe them (nuclear "
         "enlargement, N:C ratio and hyperchromasia rising from NILM to HSIL, koilocytes in LSIL, "
