@@ -114,7 +114,8 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
 
 def miss_probability(profile: ExpertProfile, label: str | int) -> float:
     """Probability that ``profile`` misses a true box with this label (name or index 0..5)."""
-    index = label_index(label_name(label) if isinstance(label, numbers.Integral) else label)
+    # mypy does not narrow by numbers.Integral (which, unlike int, takes NumPy integers too)
+    index = label_index(label_name(label) if isinstance(label, numbers.Integral) else label)  # type: ignore[arg-type]
     factors = profile.miss_factors
     return min(1.0, profile.miss_rate * factors[index] / (sum(factors) / len(factors)))
 

@@ -125,8 +125,8 @@ class _Panel:
 def _label_indices(boxes: Sequence[Box]) -> tuple[int, ...]:
     indices = [_LABEL_INDEX.get(b.label) for b in boxes]  # canonical spellings, the usual case
     if None in indices:
-        indices = [_LABEL_INDEX[normalize_label(b.label)] for b in boxes]
-    return tuple(indices)
+        return tuple(_LABEL_INDEX[normalize_label(b.label)] for b in boxes)
+    return tuple(i for i in indices if i is not None)
 
 
 def _prepare(

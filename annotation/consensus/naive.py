@@ -90,6 +90,7 @@ def naive_merge(
                     key = (panel.labels[p][i] != winner, p)
                     if best_key is None or key < best_key:
                         best_key, best_member = key, (p, i)
+            assert best_member is not None  # the nearest member is within _PIXEL_TOL of itself
             m = panel.boxes[best_member[0]][best_member[1]]
             box = Box(m.x, m.y, m.width, m.height, label)
         else:

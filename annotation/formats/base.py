@@ -10,7 +10,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 from annotation.bethesda import normalize_label
 from annotation.geometry import Box, ImageRecord, InvalidBox
@@ -80,8 +80,8 @@ def _box(
     height: float,
     label: str,
     score: Any,
-    image_width: int,
-    image_height: int,
+    image_width: float,
+    image_height: float,
     where: str,
 ) -> Box:
     """A quantised, validated box, or FormatError saying where and what."""
@@ -137,7 +137,7 @@ def _load_json(source: PathLike | IO[str] | dict | list, what: str) -> tuple[Any
 
 def _dump_json(data: Any, path_or_file: PathLike | IO[str]) -> None:
     if hasattr(path_or_file, "write"):
-        json.dump(data, path_or_file, indent=1, ensure_ascii=False, allow_nan=False)
+        json.dump(data, cast(IO[str], path_or_file), indent=1, ensure_ascii=False, allow_nan=False)
         return
     with open(path_or_file, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=1, ensure_ascii=False, allow_nan=False)

@@ -28,7 +28,8 @@ def to_coco(records: Iterable[ImageRecord], info: dict | None = None) -> dict:
     that have one (the shape of a COCO results file, kept per annotation).
     """
     checked = _checked_records(records, "COCO export")
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, record in enumerate(checked, start=1):
         images.append(
             {

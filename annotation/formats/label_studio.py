@@ -137,7 +137,7 @@ def to_label_studio(
             if box.score is not None:
                 result["score"] = float(box.score)
             results.append(result)
-        task = {
+        task: dict[str, Any] = {
             "id": task_id,
             "data": {"image": image_url(record), "width": record.width, "height": record.height},
             "annotations": [],
@@ -152,7 +152,7 @@ def to_label_studio(
             prediction: dict[str, Any] = {"result": results, "model_version": model_version or ""}
             scores = [box.score for box in record.boxes]
             if all(score is not None for score in scores):
-                prediction["score"] = sum(scores) / len(scores)
+                prediction["score"] = sum(s for s in scores if s is not None) / len(scores)
             task["predictions"].append(prediction)
         tasks.append(task)
     return tasks

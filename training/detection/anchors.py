@@ -148,6 +148,7 @@ def kmeans_anchors(
         fitness = float(wh_iou(wh, centroids).max(axis=1).mean())
         if best is None or fitness > best[0]:
             best = (fitness, centroids, iterations)
+    assert best is not None  # n_init >= 1
     fitness, centroids, iterations = best
     order = np.argsort(centroids[:, 0] * centroids[:, 1], kind="stable")
     anchors = centroids[order]

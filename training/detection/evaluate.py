@@ -69,7 +69,9 @@ def _check_pair(
         raise ValueError(f"{len(detections)} detection sets for {len(truths)} images")
     if int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
-    for what, items in (("detection", detections), ("ground truth", truths)):
+    sets: tuple[tuple[str, Sequence[Detections | GroundTruth]], ...] = (
+        ("detection", detections), ("ground truth", truths))
+    for what, items in sets:
         for i, item in enumerate(items):
             c = item.classes
             if c.size and (c.min() < 0 or c.max() >= num_classes):
@@ -199,7 +201,7 @@ def average_precision(
 # --- image level ------------------------------------------------------------------------------
 
 
-def _binary_row(truth: np.ndarray, pred: np.ndarray) -> dict:
+def _binary_row(truth: np.ndarray | np.bool_, pred: np.ndarray | np.bool_) -> dict:
     tp = int(np.sum(truth & pred))
     fp = int(np.sum(~truth & pred))
     fn = int(np.sum(truth & ~pred))

@@ -241,7 +241,7 @@ class YoloLoss:
             b, o, c = self._scale_terms(targets[s], gt_boxes, outputs[s], s)
             w = self.scale_weights[s]
             box, obj, cls = box + w * b, obj + w * o, cls + w * c
-        batch = tf.cast(tf.shape(outputs[0])[0], box.dtype)
+        batch = tf.cast(tf.shape(outputs[0])[0], box.dtype)  # type: ignore[union-attr]  # a tensor: n >= 1
         box = cfg.box_weight * box / batch
         obj = cfg.obj_weight * obj / batch
         cls = cfg.cls_weight * cls / batch
