@@ -24,8 +24,11 @@ def images(request):
     return render(request, "home/lab_images.html", {
         "state": state,
         "state_text": STATES[state],
-        "chips": [{"key": k, "text": t, "count": counts[k], "url": f"{base}?state={k}", "active": k == state}
+        "chips": [{"value": k, "text": t, "count": counts[k], "url": f"{base}?state={k}", "active": k == state}
                   for k, t in STATES.items()],
         "page": page,
-        "page_url": f"{base}?state={state}&page=",
+        "pages": {
+            "previous": f"{base}?state={state}&page={page.previous_page_number()}" if page.has_previous() else None,
+            "next": f"{base}?state={state}&page={page.next_page_number()}" if page.has_next() else None,
+        },
     })

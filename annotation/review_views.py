@@ -410,7 +410,7 @@ def _dashboard_context(request, datasets) -> dict:
     if dataset is None:
         dataset = next((d for d in datasets if d.cluster_count), datasets[0] if datasets else None)
     base = reverse("review:dashboard")
-    links = [{"text": d.name, "count": d.cluster_count, "url": base + _query(dataset=d.name),
+    links = [{"text": d.name, "value": d.name, "count": d.cluster_count, "url": base + _query(dataset=d.name),
               "active": dataset is not None and d.pk == dataset.pk} for d in datasets]
     context = {"dataset": dataset, "dataset_links": links, "stats": None}
     if dataset is None:
