@@ -45,6 +45,25 @@ def client_as(client, make_user):
 
 
 @pytest.fixture
+def synthetic_dataset(db, tmp_path):
+    """synthetic_dataset("name", 14, seed=4, size=256) -> a Dataset of that many synthetic smears
+    imported with their cluster boxes (COCO) as ground truth."""
+    from annotation.formats import write_coco
+    from annotation.services import ensure_dataset, import_images
+    from annotation.synthetic import SyntheticConfig, generate_dataset
+
+    def factory(name: str, n: int, *, seed: int = 4, size: int = 256):
+        out = tmp_path / f"synthetic-{name}"
+        write_coco(generate_dataset(out, n, seed=seed, config=SyntheticConfig.small(size=size)),
+                   out / "annotations.json")
+        dataset, _ = ensure_dataset(name=name)
+        import_images(dataset=dataset, path=out / "images", annotations=out / "annotations.json")
+        return dataset
+
+    return factory
+
+
+@pytest.fixture
 def celery_worker(transactional_db):
     """A real Celery worker (thread) consuming both queues over the real Redis broker."""
     from celery.contrib.testing.worker import start_worker

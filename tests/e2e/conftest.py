@@ -1,6 +1,7 @@
 """Real-browser fixtures: Playwright (Python) driving Debian's chromium, headless."""
 
 import os
+import re
 import shutil
 
 import pytest
@@ -65,3 +66,19 @@ def login(page, live_server):
         return page
 
     return do_login
+
+
+@pytest.fixture
+def open_editor(page):
+    """open_editor() -> (the embedded Label Studio editor's frame, the image's box on the page),
+    once the editor on the current annotate page is ready and has drawn its image."""
+    from playwright.sync_api import expect
+
+    def wait_until_drawn():
+        expect(page.frame_locator("#editor").locator("body[data-editor=ready]")).to_have_count(1, timeout=30_000)
+        frame = page.frame(url=re.compile(r"/editor/$"))
+        frame.wait_for_function(
+            "[...document.querySelectorAll('#root img')].some(i => i.complete && i.naturalWidth > 0)")
+        return frame, frame.locator("#root img").first.bounding_box()
+
+    return wait_until_drawn
