@@ -87,10 +87,10 @@ def _calibrate_batch_norm(model, images: np.ndarray) -> None:
 def _export(base: Path, policy: str, calibration: np.ndarray) -> tuple[Path, Path]:
     import keras
 
-    from training.detector_trainer import export_detector_saved_model, init_head_outputs
+    from training.classifier.trainer import export_saved_model
+    from training.detector.trainer import export_detector_saved_model, init_head_outputs
     from training.networks.resnest import ResNeStClassifier
     from training.networks.yolov4 import build_detector
-    from training.trainer import export_saved_model
 
     keras.mixed_precision.set_global_policy(policy)
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.config import ClassifierRunConfig
+from training.classifier.config import ClassifierRunConfig
 from training.smoothing import TargetConfig
 
 #: the paper's validation macro F-measure (%) for each variant, for the table's last column
@@ -78,7 +78,7 @@ def run_ablation(
     progress: Callable[[str], None] = lambda line: None,
 ) -> AblationResult:
     """Train every variant on every seed's data; returns macro-F1 per variant and seed."""
-    from training.trainer import train_classifier
+    from training.classifier.trainer import train_classifier
 
     if not seeds:
         raise ValueError("at least one seed is needed")

@@ -1,7 +1,7 @@
 """The paper's oversampling of classifier training crops, and the augmentation switches.
 
 Pure module (NumPy + OpenCV; no Django, no TensorFlow import). The on-the-fly part (scale
-augmentation, random erasing) runs in the tf.data pipeline, ``training/pipeline.py``.
+augmentation, random erasing) runs in the tf.data pipeline, ``training/classifier/data.py``.
 
 Oversampling (paper, section 2.2 and Figure 1A): every training image is written out in
 4 orientations x 9 photometric filters = 36 variants (the paper's table grows 104 images to 3,744).

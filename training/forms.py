@@ -8,7 +8,7 @@ from django import forms
 
 from annotation.models import Dataset
 from training.augment import AugmentConfig
-from training.config import ClassifierRunConfig, DataConfig, OptimConfig
+from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
 from training.smoothing import TargetConfig
 
 #: training.networks.resnest.resnest_config.PRESETS, by name: importing that package loads
@@ -139,7 +139,7 @@ class DetectorRunForm(forms.Form):
         self.fields["dataset"].queryset = datasets if datasets is not None else Dataset.objects.order_by("name")
 
     def clean(self):
-        from training.detector_config import (
+        from training.detector.config import (
             DetectorAugmentConfig,
             DetectorOptimConfig,
             DetectorRunConfig,

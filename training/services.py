@@ -101,8 +101,8 @@ def image_crops(images, *, input_size: int, margin: float, progress=None) -> dic
 
 def split_crops(crops: dict[int, tuple], splits: dict[str, list[int]], *, input_size: int,
                 max_train_crops: int | None = None, seed: int = 0):
-    """Crops of a split by image (training.trainer.ClassifierData); no image in two splits."""
-    from training.trainer import ClassifierData
+    """Crops of a split by image (training.classifier.data.ClassifierData); no image in two splits."""
+    from training.classifier.data import ClassifierData
 
     def stack(name):
         parts = [crops[i] for i in splits.get(name, []) if i in crops]
@@ -120,7 +120,7 @@ def split_crops(crops: dict[int, tuple], splits: dict[str, list[int]], *, input_
 
 def classifier_data(version: DatasetVersion, *, input_size: int, margin: float, max_train_crops: int | None = None,
                     progress=None):
-    """Crops, labels and vote shares per split of a dataset version (training.trainer.ClassifierData)."""
+    """Crops, labels and vote shares per split of a dataset version (training.classifier.data.ClassifierData)."""
     ids = [i for part in version.splits.values() for i in part]
     images = Image.objects.filter(pk__in=ids).order_by("id")
     crops = image_crops(images, input_size=input_size, margin=margin, progress=progress)
@@ -129,7 +129,7 @@ def classifier_data(version: DatasetVersion, *, input_size: int, margin: float, 
 
 
 def detector_data(version: DatasetVersion, *, input_size: int, progress=None):
-    """Whole images per split for the detector (training.detector_trainer.DetectorData).
+    """Whole images per split for the detector (training.detector.data.DetectorData).
 
     Each image is scaled so that its longer side is ``input_size`` (what letterboxing does
     anyway; keeps memory at input size). Boxes of the five atypical grades become detector
@@ -138,7 +138,7 @@ def detector_data(version: DatasetVersion, *, input_size: int, progress=None):
     import cv2
 
     from annotation.bethesda import ATYPICAL
-    from training.detector_trainer import DetectorData
+    from training.detector.data import DetectorData
 
     split_of = {i: name for name, ids in version.splits.items() for i in ids}
     images = list(Image.objects.filter(pk__in=list(split_of)).order_by("id"))
@@ -224,7 +224,7 @@ def run_dir(run: TrainingRun) -> Path:
 def execute_run(run_id: int) -> TrainingRun:
     """Train (or resume) a run in this process: the gpu worker's task calls this. Idempotent:
     a finished run is left as it is; a run another live worker holds is not touched."""
-    from training.trainer import Hooks
+    from training.loop import Hooks
 
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
@@ -274,8 +274,8 @@ def execute_run(run_id: int) -> TrainingRun:
 
 
 def _train_classifier(run: TrainingRun, hooks) -> dict:
-    from training.config import ClassifierRunConfig
-    from training.trainer import train_classifier
+    from training.classifier.config import ClassifierRunConfig
+    from training.classifier.trainer import train_classifier
 
     config = ClassifierRunConfig.from_json(run.config)
     data = classifier_data(run.dataset_version, input_size=config.data.input_size, margin=config.data.margin,
@@ -288,8 +288,8 @@ def _train_classifier(run: TrainingRun, hooks) -> dict:
 
 
 def _train_detector(run: TrainingRun, hooks) -> dict:
-    from training.detector_config import DetectorRunConfig
-    from training.detector_trainer import train_detector
+    from training.detector.config import DetectorRunConfig
+    from training.detector.trainer import train_detector
     from training.networks.yolov4.presets import get_preset
 
     config = DetectorRunConfig.from_json(run.config)
@@ -311,9 +311,9 @@ def register_model_version(*, run: TrainingRun, model_path: Path, report: dict, 
     from training.metrics import plot_confusion_matrix
 
     if run.kind == ModelKind.DETECTOR:
-        from training.detector_trainer import export_detector_saved_model as export
+        from training.detector.trainer import export_detector_saved_model as export
     else:
-        from training.trainer import export_saved_model as export
+        from training.classifier.trainer import export_saved_model as export
     name = f"{run.kind}-{run.pk}"
     relative = f"models/{run.kind}/{name}"
     target = Path(settings.MEDIA_ROOT) / relative

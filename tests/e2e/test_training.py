@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from annotation.models import Dataset
 from tests.helpers import record_enqueues
-from training.config import ClassifierRunConfig
+from training.classifier.config import ClassifierRunConfig
 from training.metrics import classification_report
 from training.models import DatasetVersion, ModelVersion, TrainingRun
 

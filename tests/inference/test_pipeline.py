@@ -18,10 +18,10 @@ def export_tiny_models(base, policy: str = "float32"):
     """A test-size YOLOv4 and a tiny ResNeSt (seed 1) exported as SavedModels under ``policy``."""
     import keras
 
-    from training.detector_trainer import export_detector_saved_model
+    from training.classifier.trainer import export_saved_model
+    from training.detector.trainer import export_detector_saved_model
     from training.networks.resnest import ResNeStClassifier
     from training.networks.yolov4 import build_detector
-    from training.trainer import export_saved_model
 
     keras.mixed_precision.set_global_policy(policy)
     try:

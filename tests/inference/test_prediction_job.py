@@ -22,10 +22,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def exported(tmp_path_factory):
     import keras
 
-    from training.detector_trainer import export_detector_saved_model
+    from training.classifier.trainer import export_saved_model
+    from training.detector.trainer import export_detector_saved_model
     from training.networks.resnest import ResNeStClassifier
     from training.networks.yolov4 import build_detector
-    from training.trainer import export_saved_model
 
     base = tmp_path_factory.mktemp("models")
     keras.utils.set_random_seed(2)

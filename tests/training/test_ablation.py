@@ -12,8 +12,8 @@ from training.ablation import (
     variants,
 )
 from training.augment import AugmentConfig
-from training.config import ClassifierRunConfig, DataConfig, OptimConfig
-from training.trainer import ClassifierData
+from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
+from training.classifier.data import ClassifierData
 
 
 def base(steps=2):

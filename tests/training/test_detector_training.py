@@ -21,22 +21,22 @@ from training import augment as image_augment
 from training.detection import augment as det_augment
 from training.detection.evaluate import GroundTruth, average_precision
 from training.detection.letterbox import letterbox
-from training.detector_config import (
+from training.detector.config import (
     DetectorAugmentConfig,
     DetectorOptimConfig,
     DetectorRunConfig,
 )
-from training.detector_trainer import (
+from training.detector.data import (
     DetectorData,
-    DetectorPredictor,
     choose_anchors,
     examples_per_epoch,
     letterbox_split,
     prepare_split,
-    train_detector,
     training_example,
 )
-from training.trainer import Hooks
+from training.detector.evaluation import DetectorPredictor
+from training.detector.trainer import train_detector
+from training.loop import Hooks
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -183,7 +183,7 @@ def test_mosaic_examples_carry_boxes_of_several_images():
 
 def test_training_batches_hold_images_in_unit_range_and_the_encoder_targets():
     from training.detection.encoder import LabelEncoder
-    from training.detector_trainer import detector_train_dataset
+    from training.detector.data import detector_train_dataset
     from training.networks.yolov4 import get_preset
 
     images, boxes, classes = dataset([0])
@@ -291,7 +291,7 @@ def test_threshold_keeps_every_atypical_validation_image(overfit):
 
 
 def test_saved_model_export_gives_the_keras_models_heads(overfit, tmp_path):
-    from training.detector_trainer import export_detector_saved_model
+    from training.detector.trainer import export_detector_saved_model
 
     data, result, _ = overfit
     out = export_detector_saved_model(result.model_path, tmp_path / "saved")

@@ -11,9 +11,10 @@ from annotation.bethesda import BETHESDA
 from annotation.crops import crops_for_image
 from annotation.synthetic import SyntheticConfig, generate_image
 from training.augment import AugmentConfig
-from training.config import ClassifierRunConfig, DataConfig, OptimConfig
+from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
+from training.classifier.data import ClassifierData
+from training.classifier.trainer import train_classifier
 from training.smoothing import TargetConfig
-from training.trainer import ClassifierData, train_classifier
 
 CHANCE = 1 / len(BETHESDA)
 

@@ -8,7 +8,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from training.augment import AugmentConfig, oversample  # noqa: E402
-from training.pipeline import eval_dataset, steps_per_epoch, train_dataset  # noqa: E402
+from training.classifier.data import eval_dataset, steps_per_epoch, train_dataset  # noqa: E402
 
 OFF = AugmentConfig(oversample=False, scale=False, random_erasing=False)
 N, SIDE = 3, 32

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from training.augment import AugmentConfig
-from training.config import ClassifierRunConfig, DataConfig, OptimConfig
-from training.trainer import ClassifierData, Hooks, train_classifier
+from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
+from training.classifier.data import ClassifierData
+from training.classifier.trainer import train_classifier
+from training.loop import Hooks
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +66,10 @@ def pretend_two_gpus(monkeypatch):
     import keras
     import tensorflow as tf
 
-    import training.detector_trainer
-    import training.trainer
+    import training.loop
 
     fake = {"gpus": 2, "names": ["pretend card 0", "pretend card 1"]}
-    monkeypatch.setattr(training.trainer, "accelerator", lambda: fake)
-    monkeypatch.setattr(training.detector_trainer, "accelerator", lambda: fake)
+    monkeypatch.setattr(training.loop, "accelerator", lambda: fake)
     made = []
     real = tf.distribute.MirroredStrategy
 
@@ -104,12 +104,13 @@ def test_on_a_gpu_host_the_classifier_trains_mixed_precision_xla_and_mirrored(da
 def test_on_a_gpu_host_the_detector_trains_mixed_precision_xla_and_mirrored(tmp_path, pretend_two_gpus):
     import keras
 
-    from training.detector_config import (
+    from training.detector.config import (
         DetectorAugmentConfig,
         DetectorOptimConfig,
         DetectorRunConfig,
     )
-    from training.detector_trainer import DetectorData, train_detector
+    from training.detector.data import DetectorData
+    from training.detector.trainer import train_detector
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, size=(128, 128, 3), dtype=np.uint8) for _ in range(3)]

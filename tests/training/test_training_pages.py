@@ -20,7 +20,7 @@ from annotation.bethesda import BETHESDA
 from annotation.models import Dataset
 from tests.helpers import record_enqueues
 from training import services
-from training.config import ClassifierRunConfig, DataConfig, OptimConfig
+from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
 from training.forms import PRESET_CHOICES
 from training.metrics import classification_report
 from training.models import DatasetVersion, ModelVersion, Promotion, TrainingRun
@@ -392,8 +392,8 @@ def make_detector_version(version, name="detector-9"):
 
     from training.detection.evaluate import GroundTruth, choose_threshold
     from training.detection.nms import Detections
-    from training.detector_config import DetectorRunConfig
-    from training.detector_trainer import detection_report, threshold_dict
+    from training.detector.config import DetectorRunConfig
+    from training.detector.evaluation import detection_report, threshold_dict
 
     box = np.array([[10.0, 10.0, 50.0, 50.0]])
     truths = [GroundTruth(box, np.array([3])), GroundTruth(box, np.array([1])), GroundTruth(np.zeros((0, 4)),
@@ -427,7 +427,7 @@ def test_a_detector_versions_page_shows_map_ap_per_class_and_what_the_threshold_
 
 
 def test_a_detector_runs_page_names_its_metric(admin, version):
-    from training.detector_config import DetectorRunConfig
+    from training.detector.config import DetectorRunConfig
 
     run = TrainingRun.objects.create(kind="detector", dataset_version=version, status="running",
                                      config=DetectorRunConfig(preset="yolov4_test").to_json(),
@@ -450,7 +450,7 @@ def test_the_detector_form_offers_every_yolov4_preset():
 
 
 def test_starting_a_detector_run_from_the_page(admin, version, enqueued, django_capture_on_commit_callbacks):
-    from training.detector_config import DetectorRunConfig
+    from training.detector.config import DetectorRunConfig
 
     page = admin.get(reverse("training:runs")).content.decode()
     assert 'id="detector-form"' in page and 'name="det-preset"' in page

@@ -16,7 +16,7 @@ from annotation.services import ensure_dataset, import_images
 from annotation.synthetic import SyntheticConfig, generate_dataset
 from tests.helpers import ROOT, child_env, manage
 from training.augment import AugmentConfig
-from training.config import ClassifierRunConfig, DataConfig, OptimConfig
+from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
 from training.models import ModelVersion, Promotion, TrainingRun
 from training.services import (
     TrainingRefused,
@@ -193,7 +193,7 @@ def atypical(tmp_path):
 
 
 def test_a_tiny_detector_run_registers_a_version_with_threshold_report_and_saved_model(atypical, settings):
-    from training.detector_config import (
+    from training.detector.config import (
         DetectorAugmentConfig,
         DetectorOptimConfig,
         DetectorRunConfig,

@@ -2,7 +2,7 @@
 mosaic (YOLOv4, Bochkovskiy et al. 2020, section 3.3), each switchable.
 
 Pure module (NumPy + OpenCV; no Django, no TensorFlow import). The tf.data pipeline that draws
-from it is in ``training/detector_trainer.py``; validation and test images are never augmented.
+from it is in ``training/detector/data.py``; validation and test images are never augmented.
 
 Oversampling (paper, section 2.2 and Figure 1A): each training image becomes 4 orientations x
 9 photometric filters = 36 variants, the same ones the classifier's crops get

@@ -42,7 +42,7 @@ class Command(BaseCommand):
         from annotation.models import Dataset, Image
         from training.ablation import format_table, run_ablation
         from training.augment import AugmentConfig
-        from training.config import ClassifierRunConfig, DataConfig, OptimConfig
+        from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
         from training.networks.resnest.resnest_config import PRESETS
         from training.services import image_crops, split_crops, truth_for
         from training.splits import image_grade, stratified_split

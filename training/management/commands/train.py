@@ -46,7 +46,7 @@ class Command(BaseCommand):
     def handle(self, *args, **o):
         from annotation.models import Dataset
         from training.augment import AugmentConfig
-        from training.config import ClassifierRunConfig, DataConfig, OptimConfig
+        from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
         from training.services import TrainingRefused, execute_run, start_training_run
         from training.smoothing import TargetConfig
 
@@ -77,7 +77,7 @@ class Command(BaseCommand):
         self.report(run, dataset, config, o, execute_run)
 
     def detector_config(self, o):
-        from training.detector_config import (
+        from training.detector.config import (
             DetectorAugmentConfig,
             DetectorOptimConfig,
             DetectorRunConfig,

@@ -13,6 +13,7 @@ import keras
 
 from training.networks.resnest.resnest_block import EXPANSION, ResNeStBlock
 from training.networks.resnest.resnest_config import ResNeStConfig
+from training.networks.serializable import Serializable
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 
@@ -22,8 +23,14 @@ def _scaled(channels: int, width_multiplier: float) -> int:
 
 
 @keras.saving.register_keras_serializable(package="cytoloop")
-class ResNeStBackbone(keras.Model):
+class ResNeStBackbone(Serializable, keras.Model):
     """``images (B, S, S, 3) -> features (B, num_features)``; see ``from_resnest_config``."""
+
+    config_args = (
+        "stage_depths", "stem_width", "radix", "cardinality", "bottleneck_width", "avg_down", "avd",
+        "avd_first", "deep_stem", "width_multiplier", "reduction_factor", "min_inter_channels",
+        "image_shape", "bn_momentum", "bn_epsilon", "zero_init_last_bn", "kernel_initializer",
+    )
 
     def __init__(
         self,
@@ -138,30 +145,3 @@ class ResNeStBackbone(keras.Model):
             zero_init_last_bn=config.zero_init_last_bn,
             **kwargs,
         )
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "stage_depths": list(self.stage_depths),
-            "stem_width": self.stem_width,
-            "radix": self.radix,
-            "cardinality": self.cardinality,
-            "bottleneck_width": self.bottleneck_width,
-            "avg_down": self.avg_down,
-            "avd": self.avd,
-            "avd_first": self.avd_first,
-            "deep_stem": self.deep_stem,
-            "width_multiplier": self.width_multiplier,
-            "reduction_factor": self.reduction_factor,
-            "min_inter_channels": self.min_inter_channels,
-            "image_shape": list(self.image_shape),
-            "bn_momentum": self.bn_momentum,
-            "bn_epsilon": self.bn_epsilon,
-            "zero_init_last_bn": self.zero_init_last_bn,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -11,21 +11,30 @@ count changes; otherwise it is the identity.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
 from training.networks.resnest.split_attention import SplitAttentionConv2D
+from training.networks.serializable import Serializable
 
 EXPANSION = 4
 
 
 @keras.saving.register_keras_serializable(package="cytoloop")
-class ResNeStBlock(keras.layers.Layer):
+class ResNeStBlock(Serializable, keras.layers.Layer):
     """Bottleneck block: ``(B, H, W, C) -> (B, H / strides, W / strides, filters * 4)``.
 
     ``filters`` is the block's base width (64, 128, 256, 512 in the published models); the
     split-attention conv works at ``int(filters * bottleneck_width / 64) * cardinality`` channels.
     """
+
+    config_args = (
+        "filters", "strides", "radix", "cardinality", "bottleneck_width", "avd", "avd_first", "avg_down",
+        "reduction_factor", "min_inter_channels", "bn_momentum", "bn_epsilon", "zero_init_last_bn",
+        "kernel_initializer",
+    )
 
     def __init__(
         self,
@@ -105,7 +114,10 @@ class ResNeStBlock(keras.layers.Layer):
             self.avd_pad = self.avd_pool = None
         self.conv3 = self._conv1x1(self.out_channels, "conv3")
         self.bn3 = self._bn("bn3", gamma_initializer="zeros" if self.zero_init_last_bn else "ones")
-        self.shortcut_pool = self.shortcut_conv = self.shortcut_bn = None
+        # Keras layers, or None when the input is the shortcut as it is
+        self.shortcut_pool: Any = None
+        self.shortcut_conv: Any = None
+        self.shortcut_bn: Any = None
         if self.strides != 1 or in_channels != self.out_channels:
             if self.avg_down and self.strides > 1:
                 self.shortcut_pool = keras.layers.AveragePooling2D(
@@ -168,25 +180,3 @@ class ResNeStBlock(keras.layers.Layer):
             return None if n is None else -(-n // self.strides)
 
         return (b, out(h), out(w), self.out_channels)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "strides": self.strides,
-                "radix": self.radix,
-                "cardinality": self.cardinality,
-                "bottleneck_width": self.bottleneck_width,
-                "avd": self.avd,
-                "avd_first": self.avd_first,
-                "avg_down": self.avg_down,
-                "reduction_factor": self.reduction_factor,
-                "min_inter_channels": self.min_inter_channels,
-                "bn_momentum": self.bn_momentum,
-                "bn_epsilon": self.bn_epsilon,
-                "zero_init_last_bn": self.zero_init_last_bn,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            }
-        )
-        return config

@@ -15,11 +15,14 @@ import keras
 
 from training.networks.resnest.resnest_backbone import ResNeStBackbone
 from training.networks.resnest.resnest_config import ResNeStConfig, preset
+from training.networks.serializable import Serializable
 
 
 @keras.saving.register_keras_serializable(package="cytoloop")
-class ResNeStClassifier(keras.Model):
+class ResNeStClassifier(Serializable, keras.Model):
     """``images -> {"probabilities", "embedding"}``; build with ``from_preset`` / ``from_resnest_config``."""
+
+    config_args = ("backbone", "num_classes", "dropout")
 
     def __init__(self, backbone, num_classes: int, dropout: float = 0.0, **kwargs):
         if isinstance(backbone, dict):
@@ -51,16 +54,3 @@ class ResNeStClassifier(keras.Model):
     def from_preset(cls, name: str, **overrides: Any) -> ResNeStClassifier:
         """A freshly initialised classifier of a named preset (no pretrained weights)."""
         return cls.from_resnest_config(preset(name, **overrides))
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "num_classes": self.num_classes,
-            "dropout": self.dropout,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -19,16 +19,22 @@ import keras
 from keras import ops
 
 from training.networks.resnest.grouped_conv2d import GroupedConv2D
+from training.networks.serializable import Serializable
 
 
 @keras.saving.register_keras_serializable(package="cytoloop")
-class SplitAttentionConv2D(keras.layers.Layer):
+class SplitAttentionConv2D(Serializable, keras.layers.Layer):
     """Split-attention convolution: ``(B, H, W, C_in) -> (B, H / strides, W / strides, filters)``.
 
     Padding is symmetric, ``dilation_rate * (kernel_size - 1) // 2`` on every side (as in the
     reference PyTorch model, unlike Keras's "same", which pads only bottom/right for stride 2).
     Includes its BatchNorm and ReLU after the grouped convolution.
     """
+
+    config_args = (
+        "filters", "kernel_size", "strides", "dilation_rate", "radix", "cardinality", "reduction_factor",
+        "min_inter_channels", "use_bias", "bn_momentum", "bn_epsilon", "kernel_initializer",
+    )
 
     def __init__(
         self,
@@ -153,23 +159,3 @@ class SplitAttentionConv2D(keras.layers.Layer):
             return None if n is None else (n + 2 * pad - eff) // self.strides + 1
 
         return (b, out(h), out(w), self.filters)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "dilation_rate": self.dilation_rate,
-                "radix": self.radix,
-                "cardinality": self.cardinality,
-                "reduction_factor": self.reduction_factor,
-                "min_inter_channels": self.min_inter_channels,
-                "use_bias": self.use_bias,
-                "bn_momentum": self.bn_momentum,
-                "bn_epsilon": self.bn_epsilon,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            }
-        )
-        return config

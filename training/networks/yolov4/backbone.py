@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import keras
 
+from training.networks.serializable import Serializable
 from training.networks.yolov4.darknet_conv import darknet_conv
 from training.networks.yolov4.route_group import RouteGroup
 
@@ -45,8 +46,10 @@ def scaled(channels: int, width_multiplier: float) -> int:
     return max(1, int(round(channels * width_multiplier)))
 
 
-class _DarknetBackbone(keras.Model):
+class _DarknetBackbone(Serializable, keras.Model):
     """Shared bookkeeping: the constructor arguments, kept as attributes and in ``get_config``."""
+
+    config_args: tuple[str, ...] = ("width_multiplier", "image_shape", "bn_momentum", "bn_epsilon", "kernel_initializer")
 
     def _keep(self, *, width_multiplier, image_shape, bn_momentum, bn_epsilon, kernel_initializer):
         self.width_multiplier = float(width_multiplier)
@@ -55,21 +58,6 @@ class _DarknetBackbone(keras.Model):
         self.bn_epsilon = float(bn_epsilon)
         self.kernel_initializer = kernel_initializer
         self.feature_channels = tuple(int(f.shape[-1]) for f in self.outputs)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "width_multiplier": self.width_multiplier,
-            "image_shape": list(self.image_shape),
-            "bn_momentum": self.bn_momentum,
-            "bn_epsilon": self.bn_epsilon,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def _image_shape(image_shape) -> tuple:
@@ -80,6 +68,7 @@ def _image_shape(image_shape) -> tuple:
 class CSPDarknet53(_DarknetBackbone):
     """``images (B, S, S, 3) -> [C3 (S/8), C4 (S/16), C5 (S/32)]`` with Mish activations."""
 
+    config_args = (*_DarknetBackbone.config_args, "stage_depths")
     strides = (8, 16, 32)
 
     def __init__(
@@ -129,9 +118,6 @@ class CSPDarknet53(_DarknetBackbone):
         self.stage_depths = stage_depths
         self._keep(width_multiplier=width_multiplier, image_shape=image_shape,
                    bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, kernel_initializer=initializer)
-
-    def get_config(self):
-        return {**super().get_config(), "stage_depths": list(self.stage_depths)}
 
 
 @keras.saving.register_keras_serializable(package="cytoloop")

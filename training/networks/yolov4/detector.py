@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import keras
 
+from training.networks.serializable import Serializable
 from training.networks.yolov4.backbone import CSP_STAGE_DEPTHS, CSPDarknet53, CSPDarknet53Tiny
 from training.networks.yolov4.head import apply_yolo_heads
 from training.networks.yolov4.neck import apply_spp_panet, apply_tiny_fpn
@@ -26,8 +27,13 @@ MAX_STRIDE = 32
 
 
 @keras.saving.register_keras_serializable(package="cytoloop")
-class YOLOV4Detector(keras.Model):
+class YOLOV4Detector(Serializable, keras.Model):
     """YOLOv4 or YOLOv4-tiny, as in Darknet's cfg; see the module docstring for the outputs."""
+
+    config_args = (
+        "architecture", "num_classes", "input_size", "width_multiplier", "stage_depths", "num_anchors",
+        "anchors", "scale_x_y", "bn_momentum", "bn_epsilon", "kernel_initializer",
+    )
 
     def __init__(
         self,
@@ -93,24 +99,3 @@ class YOLOV4Detector(keras.Model):
         self.bn_epsilon = float(bn_epsilon)
         self.kernel_initializer = initializer
         self.strides = tuple(strides)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "architecture": self.architecture,
-            "num_classes": self.num_classes,
-            "input_size": self.input_size,
-            "width_multiplier": self.width_multiplier,
-            "stage_depths": list(self.stage_depths),
-            "num_anchors": self.num_anchors,
-            "anchors": self.anchors,
-            "scale_x_y": self.scale_x_y,
-            "bn_momentum": self.bn_momentum,
-            "bn_epsilon": self.bn_epsilon,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from training.networks.serializable import Serializable
+
 
 @keras.saving.register_keras_serializable(package="cytoloop")
-class Mish(keras.layers.Layer):
+class Mish(Serializable, keras.layers.Layer):
     """Element-wise ``x * tanh(softplus(x))``; shape and dtype unchanged."""
 
     def __init__(self, **kwargs):

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import keras
 
+from training.networks.serializable import Serializable
+
 
 @keras.saving.register_keras_serializable(package="cytoloop")
-class RouteGroup(keras.layers.Layer):
+class RouteGroup(Serializable, keras.layers.Layer):
     """``(B, H, W, C) -> (B, H, W, C / groups)``: channels ``[id * C/g, (id + 1) * C/g)``."""
+
+    config_args = ("groups", "group_id")
 
     def __init__(self, groups: int = 2, group_id: int = 1, **kwargs):
         super().__init__(**kwargs)
@@ -36,8 +40,3 @@ class RouteGroup(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], int(input_shape[-1]) // self.groups)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"groups": self.groups, "group_id": self.group_id})
-        return config

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.detection.augment import MIN_BOX_SIZE, MIN_VISIBLE, MOSAIC_CENTRE_RANGE
+from training.run_config import dataclass_from_json
 
 #: Anchor sources: k-means (IoU distance) on the training boxes, or the preset's own anchors.
 ANCHOR_SOURCES = ("kmeans", "preset")
@@ -140,22 +141,4 @@ class DetectorRunConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DetectorRunConfig:
-        return _build(cls, data)
-
-
-_NESTED = {"augment": DetectorAugmentConfig, "optim": DetectorOptimConfig}
-
-
-def _build(kind, values: dict[str, Any]):
-    kwargs = {}
-    for f in dataclasses.fields(kind):
-        if f.name not in values:
-            continue
-        value = values[f.name]
-        sub = _NESTED.get(f.name) if kind is DetectorRunConfig else None
-        if sub is not None and isinstance(value, dict):
-            value = _build(sub, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return kind(**kwargs)
+        return dataclass_from_json(cls, data, {"augment": DetectorAugmentConfig, "optim": DetectorOptimConfig})

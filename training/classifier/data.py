@@ -1,7 +1,8 @@
-"""tf.data input pipelines for the ResNeSt classifier.
+"""The classifier's data: ``ClassifierData`` (crops and labels per split, in arrays) and the
+tf.data input pipelines for the ResNeSt classifier.
 
-The one training module that imports TensorFlow; oversampling filters, targets and metrics are
-NumPy modules beside it (``augment.py``, ``smoothing.py``, ``metrics.py``).
+The classifier module that imports TensorFlow at its top; oversampling filters, targets and
+metrics are NumPy modules (``training/augment.py``, ``smoothing.py``, ``metrics.py``).
 
 ``train_dataset``: (optional) the paper's 36x oversampling, then a full shuffle, then on the fly
 scale augmentation and random erasing, each switchable by ``AugmentConfig``. ``eval_dataset``:
@@ -28,12 +29,25 @@ by a per-element seed, so parallel mapping does not change the result.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from training import augment
 from training.augment import VARIANTS_PER_IMAGE, AugmentConfig
+
+
+@dataclass
+class ClassifierData:
+    train_images: np.ndarray  # uint8 (N, S, S, 3)
+    train_labels: np.ndarray  # int (N,)
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    train_votes: np.ndarray | None = None  # (N, 6) vote shares, for TargetConfig(kind="votes")
+
 
 #: Random erasing aspect ratio range (Zhong et al.: r1 = 0.3, aspect drawn from [r1, 1/r1]).
 ERASING_ASPECT: tuple[float, float] = (0.3, 1.0 / 0.3)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from training.augment import AugmentConfig
+from training.run_config import dataclass_from_json
 from training.smoothing import TargetConfig
 
 
@@ -44,24 +45,5 @@ class ClassifierRunConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ClassifierRunConfig:
-        def build(kind, values):
-            kwargs = {}
-            for f in dataclasses.fields(kind):
-                if f.name not in values:
-                    continue
-                value = values[f.name]
-                sub = {DataConfig: DataConfig, TargetConfig: TargetConfig, AugmentConfig: AugmentConfig,
-                       OptimConfig: OptimConfig}.get(_field_type(kind, f.name))
-                if sub is not None and isinstance(value, dict):
-                    value = build(sub, value)
-                elif isinstance(value, list):
-                    value = tuple(value)
-                kwargs[f.name] = value
-            return kind(**kwargs)
-
-        return build(cls, data)
-
-
-def _field_type(kind, name):
-    hints = {"data": DataConfig, "targets": TargetConfig, "augment": AugmentConfig, "optim": OptimConfig}
-    return hints.get(name) if kind is ClassifierRunConfig else None
+        return dataclass_from_json(cls, data, {"data": DataConfig, "targets": TargetConfig,
+                                               "augment": AugmentConfig, "optim": OptimConfig})

@@ -1,0 +1,1 @@
+"""The ResNeSt crop classifier: data, config, trainer, evaluation (over ``training.loop``)."""
