@@ -31,6 +31,7 @@ from annotation import review_figures as figures
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from annotation.consensus import REASONS
 from annotation.forms import ReviewDecisionForm
+from cytoloop import charts
 from cytoloop.roles import Role, role_required
 from cytoloop.templatetags.cytoloop_dates import format_when
 
@@ -369,25 +370,19 @@ def _line_plot(series: dict) -> dict | None:
     points = series["points"]
     if not points:
         return None
-    width, height = 760, 240
-    left, right, top, bottom = 52, 16, 14, 42
-    inner_w, inner_h = width - left - right, height - top - bottom
+    frame = charts.Frame(width=760, height=240, left=52, right=16, top=14, bottom=42)
     n = len(points)
-    step = inner_w / max(n - 1, 1)
     out = []
     for i, p in enumerate(points):
-        x = left + (i * step if n > 1 else inner_w / 2)
-        y = top + (1.0 - p["share"]) * inner_h
+        x, y = frame.x(i / (n - 1) if n > 1 else 0.5), frame.y(p["share"])
         label = p["start"].strftime("%d %b") if series["unit"] == "day" else "wk " + p["start"].strftime("%d %b")
         out.append({**p, "x": x, "y": y, "label": label, "percent": round(100 * p["share"]), "value_y": y - 10})
     every = max(1, math.ceil(n / 10))
-    ticks = [{"y": top + (1 - v / 100) * inner_h, "text": f"{v}%"} for v in (0, 25, 50, 75, 100)]
-    for t in ticks:
-        t["text_y"] = t["y"] + 4
+    ticks = [{**t, "text": f"{round(100 * t['share'])}%"} for t in charts.y_ticks(frame, (0, 0.25, 0.5, 0.75, 1))]
     return {
-        "width": width, "height": height, "left": left, "right": width - right, "top": top,
-        "bottom": top + inner_h, "label_x": left - 8, "xlabel_y": top + inner_h + 20, "points": out, "xlabels": [p for i, p in enumerate(out) if i % every == 0],
-        "ticks": ticks, "path": " ".join(f"{'M' if i == 0 else 'L'}{p['x']:.1f},{p['y']:.1f}" for i, p in enumerate(out)),
+        **frame.box(), "label_x": frame.left - 8, "xlabel_y": frame.top + frame.inner_h + 20, "points": out,
+        "xlabels": [p for i, p in enumerate(out) if i % every == 0],
+        "ticks": ticks, "path": charts.line_path((p["x"], p["y"]) for p in out),
         "unit": series["unit"], "show_values": n <= 16,
     }
 

@@ -19,6 +19,7 @@ from django.views.decorators.vary import vary_on_headers
 from annotation import access, labelstudio
 from annotation import services as annotation_services
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
+from cytoloop import charts
 from cytoloop.roles import Role, role_required
 from inference import selectors, services
 from inference.forms import PredictForm, RankingRoundForm
@@ -193,11 +194,6 @@ def rounds(request):
 # One round
 
 
-def _int_ticks(top: int) -> list[int]:
-    step = max(1, math.ceil(top / 4))
-    return list(range(0, top + step, step)) if top else [0, 1]
-
-
 def score_histogram(scores: list[tuple[float, bool]], k: int, descending: bool = True, bins: int | None = None
                     ) -> dict | None:
     """An SVG histogram of every ranked image's score, the selected ones stacked at the foot of
@@ -219,24 +215,23 @@ def score_histogram(scores: list[tuple[float, bool]], k: int, descending: bool =
     ordered = sorted((v for v, _ in values), reverse=descending)
     cut = (ordered[k - 1] + ordered[k]) / 2 if 0 < k < n else None
 
-    width, height = 640, 200
-    left, right, top, bottom = 40, 16, 22, 40
-    inner_w, inner_h = width - left - right, height - top - bottom
-    ticks = _int_ticks(max(sum(c) for c in counts))
+    frame = charts.Frame(width=640, height=200, left=40, right=16, top=22, bottom=40)
+    width = frame.width
+    ticks = charts.int_ticks(max(sum(c) for c in counts))
     y_max = ticks[-1]
 
     def x_of(value: float) -> float:
-        return left + (value - lo) / (hi - lo) * inner_w
+        return frame.x((value - lo) / (hi - lo))
 
     def y_of(count: float) -> float:
-        return top + inner_h - count / y_max * inner_h
+        return frame.y(count / y_max)
 
-    bar_w = inner_w / bins
+    bar_w = frame.inner_w / bins
     bars = []
     for i, (selected, others) in enumerate(counts):
         start = lo + i * step
         bars.append({
-            "x": left + i * bar_w + 1, "w": max(bar_w - 2, 1.0),
+            "x": frame.left + i * bar_w + 1, "w": max(bar_w - 2, 1.0),
             "sel_y": y_of(selected), "sel_h": y_of(0) - y_of(selected),
             "other_y": y_of(selected + others), "other_h": y_of(selected) - y_of(selected + others),
             "count": selected + others, "selected": selected,
@@ -245,10 +240,10 @@ def score_histogram(scores: list[tuple[float, bool]], k: int, descending: bool =
         })
     cut_x = x_of(cut) if cut is not None else None
     return {
-        "width": width, "height": height, "left": left, "right": width - right, "top": top,
-        "bottom": top + inner_h, "label_x": left - 6, "xlabel_y": top + inner_h + 16,
-        "xtitle_y": height - 4, "center_x": left + inner_w / 2,
-        "yticks": [{"y": y_of(t), "text_y": y_of(t) + 4, "text": t} for t in ticks],
+        **frame.box(), "label_x": frame.left - 6, "xlabel_y": frame.top + frame.inner_h + 16,
+        "xtitle_y": frame.height - 4,
+        "yticks": [{**tick, "text": count}
+                   for count, tick in zip(ticks, charts.y_ticks(frame, [c / y_max for c in ticks]), strict=True)],
         "xticks": [{"x": x_of(v), "text": f"{v:.3g}"} for v in (lo, (lo + hi) / 2, hi)],
         "bars": bars, "n": n, "k": k, "cut": cut, "cut_x": cut_x,
         "cut_label_x": (cut_x + 4) if cut_x is not None and cut_x < width - 120 else (cut_x or 0) - 4,

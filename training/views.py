@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from annotation.bethesda import BETHESDA, DESCRIPTIONS
+from cytoloop import charts
 from cytoloop.roles import Role, role_required
 from training import selectors, services
 from training.forms import PRESET_CHOICES, TARGET_CHOICES, ClassifierRunForm, DetectorRunForm
@@ -99,20 +100,7 @@ def _safe_next(request, default: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The learning curve (SVG drawn here, like the agreement dashboard's plot)
-
-
-def _nice_max(value: float, ticks: int = 4) -> float:
-    """A round axis maximum at or above ``value`` whose ``ticks`` equal steps are round too
-    (a step of 1, 2, 2.5 or 5 x 10^k)."""
-    if value <= 0 or not math.isfinite(value):
-        return 1.0
-    raw = value / ticks
-    exponent = math.floor(math.log10(raw))
-    for step in (1, 2, 2.5, 5, 10):
-        if step * 10**exponent * ticks >= value - 1e-12:
-            return step * 10**exponent * ticks
-    return 10 ** (exponent + 1) * ticks
+# The learning curve (SVG; the geometry from cytoloop.charts)
 
 
 def learning_curve(history: list[dict], epochs: int | None = None, key: str = "val_macro_f1") -> dict | None:
@@ -121,42 +109,28 @@ def learning_curve(history: list[dict], epochs: int | None = None, key: str = "v
     points = [h for h in history if isinstance(h.get("epoch"), int)]
     if not points:
         return None
-    width, height = 760, 260
-    left, right, top, bottom = 56, 56, 16, 44
-    inner_w, inner_h = width - left - right, height - top - bottom
+    frame = charts.Frame(width=760, height=260, left=56, right=56, top=16, bottom=44)
     last = max(max(h["epoch"] for h in points), epochs or 0, 2)
     losses = [v for v in (_number(h.get("loss")) for h in points) if v is not None]
-    loss_max = _nice_max(max(losses) * 1.05) if losses else 1.0
+    loss_max = charts.nice_max(max(losses) * 1.05) if losses else 1.0
 
-    def x_of(epoch: int) -> float:
-        return left + (epoch - 1) / (last - 1) * inner_w
+    def series(key: str, scale: float) -> tuple[str, list[dict]]:
+        dots = [{"x": frame.x((h["epoch"] - 1) / (last - 1)), "y": frame.y(min(max(value / scale, 0.0), 1.0)),
+                 "epoch": h["epoch"], "value": value}
+                for h in points if (value := _number(h.get(key))) is not None]
+        return charts.line_path((d["x"], d["y"]) for d in dots), dots
 
-    def y_of(share: float) -> float:
-        return top + (1.0 - share) * inner_h
-
-    def path(key: str, scale: float) -> tuple[str, list[dict]]:
-        dots, parts = [], []
-        for h in points:
-            value = _number(h.get(key))
-            if value is None:
-                continue
-            x, y = x_of(h["epoch"]), y_of(min(max(value / scale, 0.0), 1.0))
-            parts.append(f"{'M' if not parts else 'L'}{x:.1f},{y:.1f}")
-            dots.append({"x": x, "y": y, "epoch": h["epoch"], "value": value})
-        return " ".join(parts), dots
-
-    loss_path, loss_dots = path("loss", loss_max)
-    f1_path, f1_dots = path(key, 1.0)
+    loss_path, loss_dots = series("loss", loss_max)
+    f1_path, f1_dots = series(key, 1.0)
     best = max(f1_dots, key=lambda d: (d["value"], -d["epoch"]), default=None)
-    shares = (0.0, 0.25, 0.5, 0.75, 1.0)
-    ticks = [{"y": y_of(s), "text_y": y_of(s) + 4, "loss": _tick_text(s * loss_max), "f1": f"{s:.2f}"}
-             for s in shares]
+    ticks = [{**t, "loss": _tick_text(t["share"] * loss_max), "f1": f"{t['share']:.2f}"}
+             for t in charts.y_ticks(frame, (0.0, 0.25, 0.5, 0.75, 1.0))]
     every = max(1, math.ceil(last / 12))
-    xticks = [{"x": x_of(e), "text": str(e)} for e in range(1, last + 1) if (e - 1) % every == 0 or e == last]
+    xticks = [{"x": frame.x((e - 1) / (last - 1)), "text": str(e)}
+              for e in range(1, last + 1) if (e - 1) % every == 0 or e == last]
     return {
-        "width": width, "height": height, "left": left, "right": width - right, "top": top,
-        "bottom": top + inner_h, "loss_label_x": left - 8, "f1_label_x": width - right + 8,
-        "xlabel_y": top + inner_h + 18, "xtitle_y": height - 4, "center_x": left + inner_w / 2,
+        **frame.box(), "loss_label_x": frame.left - 8, "f1_label_x": frame.width - frame.right + 8,
+        "xlabel_y": frame.top + frame.inner_h + 18, "xtitle_y": frame.height - 4,
         "ticks": ticks, "xticks": xticks, "loss_path": loss_path, "f1_path": f1_path,
         "metric_label": "validation mAP@0.5" if key == "val_map" else "validation macro-F1",
         "loss_dots": loss_dots, "f1_dots": f1_dots, "best": best, "epochs": last,
