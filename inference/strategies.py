@@ -212,18 +212,21 @@ def _check_cost_matrix(cost) -> np.ndarray:
 
 def _detector_disagreement(pred: Predictions) -> np.ndarray:
     s = pred.detector_scores
+    assert s is not None  # required: Strategy.score checked it
     p_nilm = pred.probabilities[:, 0]
     return s * p_nilm + (1.0 - s) * (1.0 - p_nilm)
 
 
 def _tta_variance(pred: Predictions) -> np.ndarray:
     tta = pred.tta_probabilities
+    assert tta is not None  # required: Strategy.score checked it
     deviation = tta - tta.mean(axis=1, keepdims=True)
     return np.einsum("ntc,ntc->n", deviation, deviation) / (tta.shape[1] * tta.shape[2])
 
 
 def _tta_bald(pred: Predictions) -> np.ndarray:
     tta = pred.tta_probabilities
+    assert tta is not None  # required: Strategy.score checked it
     info = _entropy(tta.mean(axis=1)) - _entropy(tta).mean(axis=1)
     return np.maximum(info, 0.0)  # Jensen: >= 0; clip rounding noise below zero
 

@@ -40,9 +40,12 @@ PURE = (
     "annotation.agreement",
     "annotation.bethesda",
     "annotation.consensus",
+    "annotation.crops",
+    "annotation.formats",
     "annotation.geometry",
     "annotation.review_decisions",
     "annotation.simulation",
+    "annotation.synthetic",
     "annotation.validation",
     "training.augment",
     "training.detection",
@@ -50,6 +53,8 @@ PURE = (
     "training.networks",
     "training.smoothing",
     "training.splits",
+    "inference.active_learning",
+    "inference.strategies",
     "inference.uncertainty",
 )
 # "Pure module (...)", "(no Django import)", "(pure; no Django ...)" in the module docstring

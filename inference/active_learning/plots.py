@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ def plot_curves(summary: dict, path, *, title: str = "Simulated active learning"
     for name, s in summary.items():
         x = np.asarray(s["labels"], dtype=float)
         mean, sd = 100 * np.asarray(s["mean"]), 100 * np.asarray(s["sd"])
-        style = {"color": "black", "linestyle": "--"} if name == BASELINE else {}
+        style: dict[str, Any] = {"color": "black", "linestyle": "--"} if name == BASELINE else {}
         line, = ax.plot(x, mean, marker="o", markersize=3, label=name, **style)
         ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.15, linewidth=0)
     if efficiency is not None:

@@ -25,7 +25,7 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 def summarize(result: SimulationResult) -> dict[str, dict[str, list[float]]]:
     """{strategy: {"labels": [...], "mean": [...], "sd": [...]}}, macro-F1 over seeds per round."""
-    out = {}
+    out: dict[str, dict[str, list]] = {}
     for name, curves in result.curves.items():
         labels = curves[0].labels
         if any(c.labels != labels for c in curves):
