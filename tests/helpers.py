@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,22 +20,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, *, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    import urllib.error
-    import urllib.request
+def wait_until(predicate, *, timeout: float, interval: float = 0.2,
+               message: str = "condition not met"):
+    """Call ``predicate`` until it returns something truthy, and return that value.
 
+    Raises AssertionError with ``message``, the timeout and the last value returned when
+    ``timeout`` seconds pass first. ``predicate`` may raise AssertionError itself to stop at once
+    (a process that died, say): that error is not swallowed."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} (within {timeout:g} s; last value: {value!r})")
+        time.sleep(interval)
+
+
+def wait_for_http(url: str, *, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait until ``url`` answers at all (any HTTP status); fail at once if ``proc`` exits first."""
+
+    def answered() -> bool:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+            raise AssertionError(f"process exited with {proc.returncode} before {url} answered")
         try:
             urllib.request.urlopen(url, timeout=2)
-            return
         except urllib.error.HTTPError:
-            return  # it answered
+            return True  # it answered
         except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+            return False
+        return True
+
+    wait_until(answered, timeout=timeout, message=f"{url} did not answer")
 
 
 def child_env() -> dict:

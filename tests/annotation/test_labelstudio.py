@@ -1,7 +1,6 @@
 """The Label Studio backbone against a real Label Studio server (started once per session)."""
 
 import json
-import time
 
 import pytest
 from django.test import Client
@@ -18,6 +17,7 @@ from annotation.services import (
     submit_annotation,
 )
 from tests.annotation.conftest import png_bytes
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.django_db(transaction=True)]
 
@@ -39,16 +39,6 @@ def _assign(image, user):
 def _ls_boxes(image, ls_annotation):
     data = ls_annotation if isinstance(ls_annotation, dict) else ls_annotation.model_dump()
     return sorted(labelstudio.result_to_boxes(data["result"], image.width, image.height), key=Box.sort_key)
-
-
-def _wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"condition not met within {timeout:.0f} s")
 
 
 def test_coordinates_round_trip_exactly_through_label_studio_results():
@@ -141,17 +131,20 @@ def test_annotations_made_in_label_studio_are_mirrored_by_the_webhook(label_stud
     created = ls.annotations.create(id=image.ls_task_id, completed_by=ls_user,
                                     result=labelstudio.boxes_to_result([box], image.width, image.height))
 
-    mirrored = _wait_for(lambda: ExpertAnnotation.objects.filter(ls_annotation_id=created.id).first())
+    mirrored = wait_until(lambda: ExpertAnnotation.objects.filter(ls_annotation_id=created.id).first(),
+                          timeout=30, message="the webhook did not mirror the new annotation")
     assert mirrored.annotator == expert and mirrored.origin == "label_studio"
     assert [b.as_box() for b in mirrored.boxes.all()] == [box]
     assert Assignment.objects.get(image=image, annotator=expert).status == "submitted"
 
     moved = Box(41.0, 30.0, 50.0, 25.0, "HSIL")
     ls.annotations.update(id=created.id, result=labelstudio.boxes_to_result([moved], image.width, image.height))
-    _wait_for(lambda: [b.as_box() for b in ExpertAnnotation.objects.get(pk=mirrored.pk).boxes.all()] == [moved])
+    wait_until(lambda: [b.as_box() for b in ExpertAnnotation.objects.get(pk=mirrored.pk).boxes.all()] == [moved],
+               timeout=30, message="the webhook did not mirror the moved box")
 
     ls.annotations.delete(id=created.id)
-    _wait_for(lambda: not ExpertAnnotation.objects.filter(pk=mirrored.pk).exists())
+    wait_until(lambda: not ExpertAnnotation.objects.filter(pk=mirrored.pk).exists(),
+               timeout=30, message="the webhook did not delete the mirrored annotation")
 
 
 def test_reconcile_pulls_what_the_webhook_missed_and_is_idempotent(label_studio, tmp_path, make_user):

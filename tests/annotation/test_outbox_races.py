@@ -5,7 +5,6 @@ each other and Label Studio's webhooks (delivered synchronously while Label Stud
 own annotation pushes). Nothing may jam, multiply or be lost."""
 
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -30,6 +29,7 @@ from annotation.services import (
     submit_annotation,
 )
 from tests.annotation.conftest import png_bytes
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.django_db(transaction=True)]
 
@@ -107,12 +107,11 @@ def test_a_new_dataset_gets_one_project_and_each_submission_once_while_webhooks_
     edited = [Box(50.0, 40.0, 30.0, 30.0, "SCC"), Box(100.0, 10.0, 20.0, 20.0, "ASC-H")]
 
     def edit_while_its_push_is_in_flight():  # the pathologist changes their mind meanwhile
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def claimed_or_sent():
             msg = OutboxMessage.objects.filter(kind="push_annotation", object_id=target).order_by("-id").first()
-            if msg.status == "done" or (msg.next_attempt_at and msg.next_attempt_at > timezone.now()):
-                break  # claimed by a flush (or already sent)
-            time.sleep(0.02)
+            return msg.status == "done" or (msg.next_attempt_at and msg.next_attempt_at > timezone.now())
+
+        wait_until(claimed_or_sent, timeout=60, interval=0.02, message="no flush claimed the push")
         annotation = ExpertAnnotation.objects.select_related("image", "annotator").get(pk=target)
         submit_annotation(image=annotation.image, annotator=annotation.annotator, boxes=edited)
         expected[target] = edited

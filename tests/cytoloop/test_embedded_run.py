@@ -4,12 +4,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
-from tests.helpers import ROOT, free_port, manage, wait_for_http
+from tests.helpers import ROOT, free_port, manage, wait_for_http, wait_until
 
 pytestmark = pytest.mark.embedded
 
@@ -71,10 +70,14 @@ def test_simulated_experts_beside_the_worker_and_a_consensus_recompute_never_loc
     log = open(var / "worker-sim.log", "w")
     worker = subprocess.Popen([sys.executable, "manage.py", "worker"], cwd=ROOT, env=env,
                               stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while " ready." not in (var / "worker-sim.log").read_text():  # consuming before we start
-        assert worker.poll() is None and time.monotonic() < deadline, "the worker did not start"
-        time.sleep(0.2)
+
+    def consuming():  # before we start
+        if " ready." in (var / "worker-sim.log").read_text():
+            return True
+        assert worker.poll() is None, "the worker exited before it was ready"
+        return False
+
+    wait_until(consuming, timeout=120, message="the worker did not start")
     loop = (
         "import pathlib\n"
         "from annotation.models import Dataset\n"

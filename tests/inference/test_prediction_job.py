@@ -13,6 +13,7 @@ from annotation.models import Image, PredictionBox
 from annotation.services import ensure_dataset, import_images
 from inference.models import ClusterPrediction, ImagePrediction, PredictionJob
 from inference.services import InferenceRefused, run_prediction_job, start_prediction_job
+from tests.helpers import wait_until
 from training.models import DatasetVersion, ModelVersion
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,7 +154,6 @@ def test_two_workers_storing_one_image_keep_one_prediction(tmp_path, settings):
     # A redelivered task runs beside the first: both find no prediction and insert; the second
     # waits on the unique index, then must return the first one's rows, not fail the job.
     import threading
-    import time
 
     from django.db import connection, connections, transaction
 
@@ -181,18 +181,15 @@ def test_two_workers_storing_one_image_keep_one_prediction(tmp_path, settings):
         worker = threading.Thread(target=second_worker)
         worker.start()
         with connection.cursor() as cursor:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:  # until the second insert waits on our uncommitted row
+
+            def second_insert_waits_or_ended():  # waits on our uncommitted row
                 cursor.execute("SELECT pg_stat_clear_snapshot()")  # else one snapshot per transaction
                 cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
-                if cursor.fetchone()[0]:
-                    break
-                if not worker.is_alive():
-                    break
-                time.sleep(0.02)
-            else:
-                pytest.fail("the second worker never waited on the first one's insert")
+                return cursor.fetchone()[0] or not worker.is_alive()
+
+            wait_until(second_insert_waits_or_ended, timeout=20, interval=0.02,
+                       message="the second worker never waited on the first one's insert")
     worker.join(20)
     assert "error" not in outcome, outcome.get("error")
     assert outcome["stored"].pk == first.pk

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from annotation.formats import write_coco
 from annotation.models import Image
 from annotation.services import ensure_dataset, import_images
 from annotation.synthetic import SyntheticConfig, generate_dataset
-from tests.helpers import ROOT, child_env, manage
+from tests.helpers import ROOT, child_env, manage, wait_until
 from training.augment import AugmentConfig
 from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
 from training.models import ModelVersion, Promotion, TrainingRun
@@ -112,16 +111,21 @@ def test_a_run_killed_mid_training_is_marked_interrupted_and_resumes_from_its_ch
          f"from training.services import execute_run; execute_run({run.pk})"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     state = Path(settings.MEDIA_ROOT) / "runs" / str(run.pk) / "state.json"
-    deadline = time.monotonic() + 240
-    while not state.exists() and time.monotonic() < deadline and child.poll() is None:
-        time.sleep(0.2)
-    if not state.exists():
+
+    def checkpointed():
+        if state.exists():
+            return True
+        assert child.poll() is None, "the run exited before its first checkpoint: " + child.communicate()[1][-3000:]
+        return False
+
+    try:
+        wait_until(checkpointed, timeout=240, message="the first epoch's checkpoint never appeared")
+        history = wait_until(lambda: TrainingRun.objects.get(pk=run.pk).history, timeout=60,
+                             message="the curve so far was not stored while the run trained")
+    except AssertionError:
         child.kill()
-        pytest.fail("the first epoch's checkpoint never appeared: " + child.communicate()[1][-3000:])
-    deadline = time.monotonic() + 60  # the curve so far is stored while the run trains
-    while not TrainingRun.objects.get(pk=run.pk).history and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert TrainingRun.objects.get(pk=run.pk).history[0]["epoch"] == 1
+        raise
+    assert history[0]["epoch"] == 1
     os.kill(child.pid, 9)  # the worker dies mid-run
     child.wait()
     assert TrainingRun.objects.get(pk=run.pk).status == "running"
@@ -173,9 +177,8 @@ def test_a_run_started_for_the_queue_is_trained_by_a_worker_consuming_only_the_g
     assert TrainingRun.objects.get(pk=run.pk).task_id
     with start_worker(app, queues=["gpu"], pool="solo", perform_ping_check=False, loglevel="WARNING",
                       shutdown_timeout=60):
-        deadline = time.monotonic() + 240
-        while TrainingRun.objects.get(pk=run.pk).status in ("queued", "running") and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_until(lambda: TrainingRun.objects.get(pk=run.pk).status not in ("queued", "running"),
+                   timeout=240, interval=0.5, message="the worker did not finish the run")
     run = TrainingRun.objects.get(pk=run.pk)
     assert run.status == "succeeded", (run.status, run.error)
     assert ModelVersion.objects.filter(run=run).exists()

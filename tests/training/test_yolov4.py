@@ -67,7 +67,7 @@ def full_size():
 
 
 @pytest.fixture(scope="module")
-def test_model():
+def yolov4_test_detector():
     keras.utils.set_random_seed(0)
     return build_detector("yolov4_test", num_classes=3)
 
@@ -120,16 +120,16 @@ def test_forward_pass_gives_one_raw_tensor_per_stride_finest_first(name):
     assert all(np.isfinite(_np(o)).all() for o in outputs)
 
 
-def test_test_preset_runs_at_128_px(test_model):
-    outputs = test_model(_images(1, 128), training=False)
+def test_test_preset_runs_at_128_px(yolov4_test_detector):
+    outputs = yolov4_test_detector(_images(1, 128), training=False)
     assert [tuple(o.shape) for o in outputs] == [(1, 16, 16, 3, 8), (1, 8, 8, 3, 8), (1, 4, 4, 3, 8)]
 
 
-def test_head_keeps_darknets_channel_order_anchor_by_anchor(test_model):
+def test_head_keeps_darknets_channel_order_anchor_by_anchor(yolov4_test_detector):
     """Channel a * (5 + C) + k of the linear conv is output[..., a, k]: [tx, ty, tw, th, obj, cls]."""
-    raw = keras.Model(test_model.input, test_model.get_layer("head_s16_output").output)
+    raw = keras.Model(yolov4_test_detector.input, yolov4_test_detector.get_layer("head_s16_output").output)
     x = _images(1, 128, seed=3)
-    flat, shaped = _np(raw(x, training=False)), _np(test_model(x, training=False)[1])
+    flat, shaped = _np(raw(x, training=False)), _np(yolov4_test_detector(x, training=False)[1])
     np.testing.assert_array_equal(shaped, flat.reshape(1, 8, 8, 3, 8))
     np.testing.assert_array_equal(shaped[..., 2, 4], flat[..., 2 * 8 + 4])
 
@@ -149,13 +149,13 @@ def test_yolov4_has_darknets_110_convolutions(full_size):
     assert len(convs) == 110 and sum(c.use_bias for c in convs) == 3
 
 
-def test_gradients_reach_every_trainable_weight(test_model):
+def test_gradients_reach_every_trainable_weight(yolov4_test_detector):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        outputs = test_model(_images(2, 128), training=True)
+        outputs = yolov4_test_detector(_images(2, 128), training=True)
         loss = sum(tf.reduce_mean(tf.square(o)) for o in outputs)
-    grads = tape.gradient(loss, test_model.trainable_weights)
+    grads = tape.gradient(loss, yolov4_test_detector.trainable_weights)
     assert all(g is not None and np.isfinite(_np(g)).all() for g in grads)
 
 
