@@ -69,16 +69,18 @@ def login(page, live_server):
 
 
 @pytest.fixture
-def open_editor(page):
-    """open_editor() -> (the embedded Label Studio editor's frame, the image's box on the page),
-    once the editor on the current annotate page is ready and has drawn its image."""
+def open_editor():
+    """open_editor(page) -> (the embedded Label Studio editor's frame locator, its frame, the
+    image's box on the page), once the editor on that annotate page is ready and has drawn its
+    image (the same as tests/e2e/test_misuse.py's _editor, which can use this)."""
     from playwright.sync_api import expect
 
-    def wait_until_drawn():
-        expect(page.frame_locator("#editor").locator("body[data-editor=ready]")).to_have_count(1, timeout=30_000)
+    def wait_until_drawn(page):
+        editor = page.frame_locator("#editor")
+        expect(editor.locator("body[data-editor=ready]")).to_have_count(1, timeout=30_000)
         frame = page.frame(url=re.compile(r"/editor/$"))
         frame.wait_for_function(
             "[...document.querySelectorAll('#root img')].some(i => i.complete && i.naturalWidth > 0)")
-        return frame, frame.locator("#root img").first.bounding_box()
+        return editor, frame, frame.locator("#root img").first.bounding_box()
 
     return wait_until_drawn
