@@ -4,7 +4,7 @@ takes it from the real Redis broker and does the work in the test's database, an
 shows the outcome. Nothing is patched; every job row carries the broker's task id.
 
 Kept lean: two small uploads, one image with two experts, a tiny classifier for one epoch on
-32 px crops, untrained test-size models (exported once, shared with the prediction job tests)."""
+32 px crops, untrained test-size models (the prediction job tests' fixture, built once here)."""
 
 import io
 import re
@@ -41,8 +41,9 @@ def media(settings, tmp_path):
 
 @pytest.fixture
 def finished_tasks():
-    """wait(name, timeout) -> the return value of the next run of task ``name`` that the worker
-    finishes (Celery's task_postrun signal: an event, not a poll of the database)."""
+    """wait(name, until=..., timeout=...) -> the return value of the latest run of task ``name``
+    the worker has finished since the test began whose value ``until`` accepts, waiting for one
+    if none yet (Celery's task_postrun signal: an event, not a poll of the database)."""
     done: list[tuple[str, object]] = []
     changed = threading.Condition()
 
