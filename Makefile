@@ -13,11 +13,12 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 LSVENV := .venv-ls
 LABEL_STUDIO_VERSION := 1.23.2
 
-.PHONY: run test bench lint typecheck static install install-dev labelstudio chromium clean help
+.PHONY: run test test-slow bench lint typecheck static install install-dev labelstudio chromium clean help
 
 help:
 	@echo "make run    - set up and start the platform on embedded defaults (SQLite, filesystem broker)"
-	@echo "make test   - install what tests need and run the whole suite (PostgreSQL, Redis, chromium)"
+	@echo "make test   - install what tests need and run the suite but the long ML fits (-m 'not slow')"
+	@echo "make test-slow - only the long ML fits marked slow (each has a short version in make test)"
 	@echo "make bench  - run the benchmarks under bench/ (ONLY=name for one)"
 	@echo "make lint   - ruff check, then mypy on the pure modules (make typecheck alone)"
 
@@ -57,7 +58,10 @@ chromium:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core; }
 
 test: install-dev static labelstudio chromium
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install-dev
+	$(PY) -m pytest -n 2 --dist loadfile -m slow $(PYTEST_ARGS)
 
 bench: install-dev
 	$(PY) -m bench $(if $(ONLY),--only $(ONLY),)
