@@ -10,14 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from pathlib import Path
 
 import httpx
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from annotation.bethesda import BETHESDA
 from annotation.formats import ls_value_to_box, pixels_to_ls_value
 from annotation.geometry import Box
+from annotation.models import ExpertAnnotation, Image, LabelStudioAccount
+from annotation.remote_locks import remote_lock
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,7 @@ def is_configured() -> bool:
 
 @lru_cache(maxsize=4)
 def _client(url: str, token: str):
-    from label_studio_sdk.client import LabelStudio
+    from label_studio_sdk.client import LabelStudio  # heavy: only when Label Studio is used
 
     return LabelStudio(base_url=url, api_key=token, timeout=30)
 
@@ -79,7 +83,7 @@ def client():
     return _client(settings.LABEL_STUDIO_URL.rstrip("/"), settings.LABEL_STUDIO_TOKEN)
 
 
-class _translate_errors:
+class translate_errors:
     """Turn transport failures into LabelStudioUnavailable (one exception to retry on)."""
 
     def __enter__(self):
@@ -140,8 +144,6 @@ def ensure_project(dataset) -> int:
     transaction held across the HTTP calls); inside, the database is read again, then Label
     Studio is searched by the project's stable title before anything is created, so a push
     that died after creating the project adopts it instead of making another one."""
-    from annotation.remote_locks import remote_lock
-
     if dataset.ls_project_id:
         return dataset.ls_project_id
     ls = client()
@@ -152,7 +154,7 @@ def ensure_project(dataset) -> int:
         if project_id:
             dataset.ls_project_id, dataset.ls_storage_id = project_id, storage_id
             return project_id
-        with _translate_errors():
+        with translate_errors():
             project_id = _find_project(ls, dataset)
             if project_id is None:
                 try:
@@ -204,8 +206,6 @@ def _ensure_local_storage(ls, project_id: int, dataset) -> int | None:
     """Let Label Studio serve the dataset's image files itself (its own UI needs them).
 
     Needs Label Studio's LOCAL_FILES_DOCUMENT_ROOT to be the platform's MEDIA_ROOT."""
-    from pathlib import Path
-
     folder = Path(settings.MEDIA_ROOT) / "images" / dataset.name
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -254,9 +254,6 @@ def push_images(dataset, images: Iterable | None = None) -> int:
     read again inside it). Tasks that exist in Label Studio but whose ids were never saved (a
     push that died half-way) are adopted by their cytoloop_image_id, never created twice.
     Returns how many images got a task now. Sets ``ls_task_id`` on the given image objects."""
-    from annotation.models import Image
-    from annotation.remote_locks import remote_lock
-
     given = list(images) if images is not None else None
     project_id = ensure_project(dataset)
     ls = client()
@@ -267,7 +264,7 @@ def push_images(dataset, images: Iterable | None = None) -> int:
         todo = list(todo.order_by("pk"))
         found: dict[int, int] = {}
         if todo:
-            with _translate_errors():
+            with translate_errors():
                 wanted = {im.pk: image_ls_url(im) for im in todo}
                 for task in ls.tasks.list(project=project_id, fields="task_only"):
                     data = task.data or {}
@@ -310,9 +307,6 @@ def _ensure_task(image) -> None:
 
 def ensure_ls_user(user) -> int:
     """The Label Studio user id CytoLoop annotates as for ``user`` (created on first use)."""
-    from annotation.models import LabelStudioAccount
-    from annotation.remote_locks import remote_lock
-
     account = LabelStudioAccount.objects.filter(user=user).first()
     if account:
         return account.ls_user_id
@@ -322,7 +316,7 @@ def ensure_ls_user(user) -> int:
         account = LabelStudioAccount.objects.filter(user=user).first()
         if account:
             return account.ls_user_id
-        with _translate_errors():
+        with translate_errors():
             existing = next((u for u in ls.users.list() if (u.email or "").lower() == email), None)
             ls_user = existing or ls.users.create(
                 username=email, email=email, first_name=user.first_name or "", last_name=user.last_name or "",
@@ -334,15 +328,11 @@ def ensure_ls_user(user) -> int:
 
 def user_for_ls_id(ls_user_id: int):
     """The CytoLoop user behind a Label Studio user id (mapped, else matched by email), or None."""
-    from django.contrib.auth import get_user_model
-
-    from annotation.models import LabelStudioAccount
-
     account = LabelStudioAccount.objects.select_related("user").filter(ls_user_id=ls_user_id).first()
     if account:
         return account.user
     ls = client()
-    with _translate_errors():
+    with translate_errors():
         try:
             ls_user = ls.users.get(id=ls_user_id)
         except Exception as exc:
@@ -363,9 +353,6 @@ def push_annotation(annotation) -> int:
 
     Idempotent: an annotation already there (by id, or by the same user on the same task when a
     previous push died before its id was saved) is updated, never duplicated."""
-    from annotation.models import ExpertAnnotation
-    from annotation.remote_locks import remote_lock
-
     image = annotation.image
     _ensure_task(image)
     ls_user_id = ensure_ls_user(annotation.annotator)
@@ -376,7 +363,7 @@ def push_annotation(annotation) -> int:
     with remote_lock("ls-annotation", annotation.pk):
         ls_id = ExpertAnnotation.objects.filter(pk=annotation.pk).values_list("ls_annotation_id", flat=True).first()
         result = boxes_to_result([b.as_box() for b in annotation.boxes.all()], image.width, image.height)
-        with _translate_errors():
+        with translate_errors():
             if not ls_id:
                 ls_id = next(
                     (a.id for a in ls.annotations.list(id=image.ls_task_id)
@@ -407,9 +394,7 @@ def push_predictions(image, boxes: Sequence[Box], *, model_version: str, score: 
     ls = client()
     result = boxes_to_result(boxes, image.width, image.height, with_score=True)
     overall = score if score is not None else (max((b.score or 0.0) for b in boxes) if boxes else 0.0)
-    from annotation.remote_locks import remote_lock
-
-    with remote_lock("ls-predictions", image.pk), _translate_errors():
+    with remote_lock("ls-predictions", image.pk), translate_errors():
         existing = next((p for p in ls.predictions.list(task=image.ls_task_id) if p.model_version == model_version),
                         None)
         if existing is not None:
@@ -427,9 +412,7 @@ def push_ground_truth(image, boxes: Sequence[Box], *, reviewer=None) -> int:
     ls = client()
     result = boxes_to_result(boxes, image.width, image.height)
     kwargs = {"completed_by": ensure_ls_user(reviewer)} if reviewer is not None else {}
-    from annotation.remote_locks import remote_lock
-
-    with remote_lock("ls-ground-truth", image.pk), _translate_errors():  # never two ground truths
+    with remote_lock("ls-ground-truth", image.pk), translate_errors():  # never two ground truths
         existing = next((a for a in ls.annotations.list(id=image.ls_task_id) if a.ground_truth), None)
         if existing:
             ls.annotations.update(id=existing.id, result=result, ground_truth=True, **kwargs)
@@ -440,5 +423,5 @@ def push_ground_truth(image, boxes: Sequence[Box], *, reviewer=None) -> int:
 
 def task_annotations(task_id: int) -> list:
     ls = client()
-    with _translate_errors():
+    with translate_errors():
         return list(ls.annotations.list(id=task_id))

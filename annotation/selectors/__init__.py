@@ -40,6 +40,7 @@ from annotation.selectors.review import (
     stored_reliabilities,
     users_by_id,
 )
+from annotation.selectors.training import images_by_id, training_truth
 from annotation.selectors.workflow import (
     annotation_rows,
     own_annotations,
@@ -54,9 +55,9 @@ __all__ = [
     "cluster_label_matrix", "dataset_agreement", "dataset_by_name", "dataset_images", "dataset_names",
     "dataset_records", "datasets_with_clusters", "datasets_with_counts", "dispute_facets",
     "disputed_clusters", "ground_truth_label_counts", "ground_truth_labels_by_image", "image_audit",
-    "image_clusters", "image_in_dataset", "image_predictions", "import_job", "label_image_counts",
+    "image_clusters", "image_in_dataset", "images_by_id", "image_predictions", "import_job", "label_image_counts",
     "model_box_acceptance", "neighbours", "next_disputed_cluster", "order_disputes", "own_annotations",
     "pending_extra_experts", "position_in", "queue_candidates", "queue_progress", "recent_import_jobs",
     "required_experts", "reviewer_annotated", "skipped_by_reason", "split_counts",
-    "stored_reliabilities", "users_by_id", "visible_annotations",
+    "stored_reliabilities", "training_truth", "users_by_id", "visible_annotations",
 ]

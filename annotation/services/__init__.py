@@ -24,6 +24,7 @@ from annotation.services.consensus import (
 )
 from annotation.services.datasets import (
     ensure_dataset,
+    set_image_splits,
 )
 from annotation.services.export import (
     export_dataset,
@@ -116,6 +117,7 @@ __all__ = [
     "recompute_dataset",
     "reconcile_label_studio",
     "reject_cluster",
+    "set_image_splits",
     "release_expired_assignments",
     "request_another_expert",
     "resolve_cluster",

@@ -1,13 +1,11 @@
-"""Datasets: create or update one by name."""
+"""Datasets: create or update one by name; record the split each image belongs to."""
 
 from __future__ import annotations
 
 from django.core.validators import validate_slug
 from django.db import transaction
 
-from annotation.models import (
-    Dataset,
-)
+from annotation.models import Dataset, Image
 
 
 def ensure_dataset(*, name: str, created_by=None, **fields) -> tuple[Dataset, bool]:
@@ -21,3 +19,10 @@ def ensure_dataset(*, name: str, created_by=None, **fields) -> tuple[Dataset, bo
                 setattr(dataset, key, value)
             dataset.save()
     return dataset, created
+
+
+def set_image_splits(*, splits: dict[str, list[int]]) -> None:
+    """Mark each image with its split ({split: [image ids]}): a training dataset version's."""
+    with transaction.atomic():
+        for name, ids in splits.items():
+            Image.objects.filter(pk__in=ids).update(split=name)

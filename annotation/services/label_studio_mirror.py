@@ -146,7 +146,7 @@ def reconcile_label_studio(*, dataset: Dataset | None = None) -> dict:
     ls = labelstudio.client()
     for ds in datasets:
         seen: set[int] = set()
-        with labelstudio._translate_errors():
+        with labelstudio.translate_errors():
             tasks = list(ls.tasks.list(project=ds.ls_project_id, fields="all"))
         for task in tasks:
             for ann in task.annotations or []:
