@@ -11,9 +11,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from annotation import selectors as annotation_selectors
 from annotation.bethesda import BETHESDA
 from annotation.imaging import read_pixels
-from annotation.models import Cluster, Dataset, GroundTruthBox, Image
+from annotation.models import Dataset
+from annotation.services import set_image_splits
 from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running
 from training.models import DatasetVersion, ModelKind, ModelVersion, Promotion, TrainingRun
 
@@ -33,27 +35,16 @@ class TrainingRefused(Exception):
 def truth_for(images) -> dict[int, list[tuple]]:
     """Each image's training truth: (Box, vote distribution or None) per lesion.
 
-    The current ground truth only (``GroundTruthBox.objects``): one box per lesion, from the
-    highest source that spoke about it (reviewer decision > consensus > imported reference, see
-    annotation.ground_truth); superseded rows are history and never trained on. Boxes of agreed
-    clusters carry the experts' vote shares."""
-    ids = [im.pk for im in images]
-    votes = {}
-    for image_id, x, y, w, h, v in Cluster.objects.filter(image_id__in=ids, status="agreed").values_list(
-            "image_id", "x", "y", "width", "height", "votes"):
-        votes[(image_id, x, y, w, h)] = v
-    out: dict[int, list[tuple]] = {i: [] for i in ids}
-    for gt in GroundTruthBox.objects.filter(image_id__in=ids).order_by("image_id", "id"):
-        vote = votes.get((gt.image_id, gt.x, gt.y, gt.width, gt.height)) if gt.source == "consensus" else None
-        out[gt.image_id].append((gt.as_box(), vote))
-    return out
+    Annotation's selector says it (annotation.selectors.training_truth: the current ground truth,
+    one box per lesion; boxes of agreed clusters carry the experts' vote shares)."""
+    return annotation_selectors.training_truth(im.pk for im in images)
 
 
 def create_dataset_version(*, dataset: Dataset, seed: int = 0, created_by=None) -> DatasetVersion:
     """Freeze a 70/15/15 split of the dataset's images, by image, stratified by grade."""
     from training.splits import image_grade, stratified_split
 
-    images = list(Image.objects.filter(dataset=dataset).order_by("id"))
+    images = list(annotation_selectors.images_by_id(dataset=dataset))
     if not images:
         raise TrainingRefused(f"dataset {dataset.name} has no images")
     truth = truth_for(images)
@@ -69,8 +60,7 @@ def create_dataset_version(*, dataset: Dataset, seed: int = 0, created_by=None) 
         last = DatasetVersion.objects.select_for_update().filter(dataset=dataset).order_by("-number").first()
         version = DatasetVersion.objects.create(dataset=dataset, number=(last.number + 1) if last else 1,
                                                 seed=seed, splits=splits, counts=counts, created_by=created_by)
-        for name, ids in splits.items():
-            Image.objects.filter(pk__in=ids).update(split=name)
+        set_image_splits(splits=splits)
     return version
 
 
@@ -122,7 +112,7 @@ def classifier_data(version: DatasetVersion, *, input_size: int, margin: float, 
                     progress=None):
     """Crops, labels and vote shares per split of a dataset version (training.classifier.data.ClassifierData)."""
     ids = [i for part in version.splits.values() for i in part]
-    images = Image.objects.filter(pk__in=ids).order_by("id")
+    images = annotation_selectors.images_by_id(ids=ids)
     crops = image_crops(images, input_size=input_size, margin=margin, progress=progress)
     return split_crops(crops, version.splits, input_size=input_size, max_train_crops=max_train_crops,
                        seed=version.seed)
@@ -141,7 +131,7 @@ def detector_data(version: DatasetVersion, *, input_size: int, progress=None):
     from training.detector.data import DetectorData
 
     split_of = {i: name for name, ids in version.splits.items() for i in ids}
-    images = list(Image.objects.filter(pk__in=list(split_of)).order_by("id"))
+    images = list(annotation_selectors.images_by_id(ids=split_of))
     truth = truth_for(images)
     parts: dict[str, dict[str, list]] = {s: {"images": [], "boxes": [], "classes": []} for s in ("train", "val", "test")}
     for n, image in enumerate(images, start=1):
