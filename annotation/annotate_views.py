@@ -79,7 +79,7 @@ def _image_url(image: Image) -> str:
 @role_required(Role.PATHOLOGIST)
 @require_GET
 def queue(request):
-    progress = services.queue_progress(annotator=request.user)
+    progress = selectors.queue_progress(annotator=request.user)
     current = (
         Assignment.objects.filter(annotator=request.user, status=Assignment.Status.ACTIVE)
         .select_related("image", "image__dataset", "draft")
@@ -155,7 +155,7 @@ def annotate(request, image_id: int):
             "assignment": assignment,
             "submitted": assignment.status == Assignment.Status.SUBMITTED,
             "classes": _classes(),
-            "progress": services.queue_progress(annotator=request.user),
+            "progress": selectors.queue_progress(annotator=request.user),
             "editor_url": reverse("annotate:editor", args=[image.pk]),
         },
     )
