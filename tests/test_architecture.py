@@ -25,7 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # where each top-level package lives (platform/ is a source root, not a package)
-SOURCE_ROOTS = {"cytoloop": ROOT / "platform", "annotation": ROOT, "training": ROOT, "inference": ROOT}
+SOURCE_ROOTS = {
+    "cytoloop": ROOT / "platform",
+    "annotation": ROOT,
+    "training": ROOT,
+    "inference": ROOT,
+}
 # lower number = lower layer; a module may import its own layer and those below it
 LAYERS = {"cytoloop": 0, "annotation": 1, "training": 2, "inference": 3}
 
@@ -61,8 +66,19 @@ PURE = (
 DECLARES_PURE = re.compile(r"^Pure\b|\(no Django\b|\(pure\b", re.MULTILINE)
 # third-party roots that mean "this imports Django" (or the Django-bound Celery app)
 DJANGO_ROOTS = frozenset(
-    {"django", "rest_framework", "drf_spectacular", "drf_spectacular_sidecar", "django_htmx",
-     "django_celery_results", "template_partials", "environ", "celery", "kombu", "whitenoise"}
+    {
+        "django",
+        "rest_framework",
+        "drf_spectacular",
+        "drf_spectacular_sidecar",
+        "django_htmx",
+        "django_celery_results",
+        "template_partials",
+        "environ",
+        "celery",
+        "kombu",
+        "whitenoise",
+    }
 )
 
 
@@ -111,8 +127,9 @@ def modules() -> dict[str, Module]:
         for path in _source_files(top):
             name, is_package = _module_name(path, top)
             text = path.read_text(encoding="utf-8")
-            found[name] = Module(name, path, is_package, ast.parse(text, str(path)),
-                                 len(text.splitlines()))
+            found[name] = Module(
+                name, path, is_package, ast.parse(text, str(path)), len(text.splitlines())
+            )
     for module in found.values():
         module.imports = list(dict.fromkeys(_imports(module, found)))  # one per name and line
     return found
@@ -206,7 +223,8 @@ def _top(name: str) -> str:
 def _project_imports(module: Module, *, runtime_only: bool) -> list[Import]:
     known = modules()
     return [
-        imp for imp in module.imports
+        imp
+        for imp in module.imports
         if imp.target in known and imp.target != module.name and (imp.runtime or not runtime_only)
     ]
 
@@ -219,11 +237,19 @@ def test_imports_are_read_at_every_depth_and_resolved_to_modules():
         "class C:\n    from training.models import TrainingRun\n"
         "apps.get_model('inference.PredictionJob')\n"
     )
-    names = ("annotation", "annotation.views", "inference", "inference.services",
-             "inference.models", "training", "training.models")
+    names = (
+        "annotation",
+        "annotation.views",
+        "inference",
+        "inference.services",
+        "inference.models",
+        "training",
+        "training.models",
+    )
     known = {name: None for name in names}
-    module = Module("annotation.views", ROOT / "annotation" / "views.py", False,
-                    ast.parse(source), 7)
+    module = Module(
+        "annotation.views", ROOT / "annotation" / "views.py", False, ast.parse(source), 7
+    )
     found = {(imp.target, imp.line, imp.runtime) for imp in _imports(module, known)}
     assert found == {
         ("inference.services", 1, True),
@@ -244,8 +270,10 @@ def layer_violations() -> list[str]:
         for imp in module.imports:
             above = LAYERS.get(_top(imp.target))
             if above is not None and above > own:
-                found.append(f"{imp.where()}: {module.name} imports {imp.target} "
-                             f"({_top(module.name)} may not import {_top(imp.target)})")
+                found.append(
+                    f"{imp.where()}: {module.name} imports {imp.target} "
+                    f"({_top(module.name)} may not import {_top(imp.target)})"
+                )
     return sorted(found)
 
 
@@ -307,8 +335,10 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def import_cycles(*, runtime_only: bool) -> list[str]:
     known = modules()
-    graph = {name: {imp.target for imp in _project_imports(m, runtime_only=runtime_only)}
-             for name, m in known.items()}
+    graph = {
+        name: {imp.target for imp in _project_imports(m, runtime_only=runtime_only)}
+        for name, m in known.items()
+    }
     reports = []
     for component in strongly_connected(graph):
         members = set(component)
@@ -329,7 +359,9 @@ def test_the_strongly_connected_components_are_the_cycles():
 
 def test_no_import_cycle_between_modules():
     found = import_cycles(runtime_only=False)
-    assert not found, "Modules that import each other (function-local imports included):\n" + "\n".join(found)
+    assert not found, (
+        "Modules that import each other (function-local imports included):\n" + "\n".join(found)
+    )
 
 
 # --- 3. length -------------------------------------------------------------------------------
