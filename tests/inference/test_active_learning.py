@@ -535,18 +535,43 @@ def test_command_refuses_too_few_clusters_for_the_rounds(synthetic, media):
     assert "fewer than the 110 the run reveals" in done.stderr
 
 
+SIMULATION = ("al-synth", "--strategies", "random,tta_bald", "--rounds", "1", "--batch", "3", "--initial", "4",
+              "--seeds", "1", "--input-size", "32", "--steps", "2", "--batch-size", "8",
+              "--ensemble", "2", "--tta", "ensemble")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_command_prints_the_curves_and_writes_json_and_png_with_a_fast_learner(synthetic, media, tmp_path,
+                                                                               monkeypatch):
+    """The short version of the next test (slow: six Keras trainings in a fresh process): the
+    command in this process, its crops learnt by the nearest-centroid fake instead of ResNeSt."""
+    import io
+
+    from django.core.management import call_command
+
+    import inference.active_learning
+
+    monkeypatch.setattr(inference.active_learning, "keras_trainer",
+                        lambda config, workdir=None: lambda images, labels, seed: Centroids(images, labels))
+    stdout = io.StringIO()
+    call_command("al_simulate", *SIMULATION, "--out", str(tmp_path / "res"), stdout=stdout)
+    _assert_curves_json_and_png(stdout.getvalue(), tmp_path / "res")
+
+
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_command_prints_the_curves_and_writes_json_and_png(synthetic, media, tmp_path):
-    out = tmp_path / "res"
-    done = command("al-synth", "--strategies", "random,tta_bald", "--rounds", "1", "--batch", "3", "--initial", "4",
-                   "--seeds", "1", "--input-size", "32", "--steps", "2", "--batch-size", "8", "--out", str(out),
-                   "--ensemble", "2", "--tta", "ensemble", media_root=media, timeout=600)
+    done = command(*SIMULATION, "--out", str(tmp_path / "res"), media_root=media, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| labels | random | tta_bald |" in done.stdout
-    assert "\n| 4 | " in done.stdout and "\n| 7 | " in done.stdout
-    assert "label efficiency: target = random's final test macro-F1" in done.stdout
-    assert "seed 0 | tta_bald | round 1/1: 7 labels" in done.stdout
-    assert "6 trainings of 2 steps" in done.stdout  # 1 seed x (1 + 2 strategies x 1 round) x 2 members
+    _assert_curves_json_and_png(done.stdout, tmp_path / "res")
+
+
+def _assert_curves_json_and_png(stdout, out):
+    assert "| labels | random | tta_bald |" in stdout
+    assert "\n| 4 | " in stdout and "\n| 7 | " in stdout
+    assert "label efficiency: target = random's final test macro-F1" in stdout
+    assert "seed 0 | tta_bald | round 1/1: 7 labels" in stdout
+    assert "6 trainings of 2 steps" in stdout  # 1 seed x (1 + 2 strategies x 1 round) x 2 members
     saved = json.loads((out / "al_simulate.json").read_text())
     assert saved["dataset"] == "al-synth" and saved["seeds"] == [0]
     assert saved["options"]["ensemble"] == 2 and saved["options"]["tta"] == "ensemble"

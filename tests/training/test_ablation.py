@@ -94,26 +94,67 @@ def test_command_refuses_bad_input_with_one_line():
     assert bad.returncode != 0 and "needs at least 7" in bad.stderr
 
 
-@pytest.mark.django_db(transaction=True)
-def test_command_prints_the_table_and_writes_json(tmp_path, settings):
-    import json
+COMMAND = ("ablate_classifier", "ablate-me", "--seeds", "2", "--preset", "resnest_tiny", "--input-size", "32",
+           "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8")
 
+
+@pytest.fixture
+def ablate_me(tmp_path):
+    """The dataset "ablate-me": 14 synthetic images with their ground truth, imported."""
     from annotation.formats import write_coco
     from annotation.services import ensure_dataset, import_images
     from annotation.synthetic import SyntheticConfig, generate_dataset
-    from tests.helpers import child_env, manage
 
     out = tmp_path / "synth"
     records = generate_dataset(out, 14, seed=4, config=SyntheticConfig.small(size=256))
     write_coco(records, out / "annotations.json")
     dataset, _ = ensure_dataset(name="ablate-me")
     import_images(dataset=dataset, path=out / "images", annotations=out / "annotations.json")
+    return dataset
+
+
+@pytest.mark.django_db(transaction=True)
+def test_command_prints_the_table_and_writes_json_from_its_splits(ablate_me, tmp_path, monkeypatch):
+    """The short version of the next test (slow: six trainings in a fresh process): the command in
+    this process, every seed's split of the crops made as for training, the scores made up."""
+    import io
+
+    from django.core.management import call_command
+
+    import training.ablation
+
+    def scored(data_for_seed, base, seeds, workdir, **kwargs):
+        names = [v.name for v in variants()]
+        sizes = []
+        for seed in seeds:
+            data = data_for_seed(seed)
+            sizes.append({"seed": seed, "train": len(data.train_labels), "val": len(data.val_labels),
+                          "test": len(data.test_labels)})
+            assert sizes[-1]["train"] and sizes[-1]["val"], sizes
+        return AblationResult(seeds=list(seeds), variants=names, val_f1={n: [0.5, 0.6] for n in names},
+                              test_f1={n: [0.4, 0.5] for n in names}, config=base.to_json(), data_sizes=sizes)
+
+    monkeypatch.setattr(training.ablation, "run_ablation", scored)
+    stdout = io.StringIO()
+    call_command(*COMMAND, "--out", str(tmp_path / "res"), stdout=stdout)
+    _assert_table_and_json(stdout.getvalue(), tmp_path / "res")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_command_prints_the_table_and_writes_json(ablate_me, tmp_path, settings):
+    from tests.helpers import child_env, manage
+
     env = {**child_env(), "MEDIA_ROOT": str(settings.MEDIA_ROOT), "TEST_MEDIA_ROOT": str(settings.MEDIA_ROOT)}
-    done = manage("ablate_classifier", "ablate-me", "--seeds", "2", "--preset", "resnest_tiny", "--input-size", "32",
-                  "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--out", str(tmp_path / "res"),
-                  env=env, timeout=600)
+    done = manage(*COMMAND, "--out", str(tmp_path / "res"), env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| oversampling + label smoothing |" in done.stdout and "paper, validation" in done.stdout
-    saved = json.loads((tmp_path / "res" / "ablation.json").read_text())
+    _assert_table_and_json(done.stdout, tmp_path / "res")
+
+
+def _assert_table_and_json(stdout, out):
+    import json
+
+    assert "| oversampling + label smoothing |" in stdout and "paper, validation" in stdout
+    saved = json.loads((out / "ablation.json").read_text())
     assert saved["dataset"] == "ablate-me" and saved["seeds"] == [0, 1]
     assert all(len(v) == 2 for v in saved["val_f1"].values())

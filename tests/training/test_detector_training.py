@@ -305,12 +305,16 @@ def test_saved_model_export_gives_the_keras_models_heads(overfit, tmp_path):
     assert meta["anchors"] == model.anchors and meta["input_size"] == SIZE
 
 
-def test_a_run_resumes_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("augment, validated", [
+    pytest.param(NO_AUGMENT, False, id="plain"),  # the short version: no augmentation, no validation
+    pytest.param(DetectorAugmentConfig(oversample=True, mosaic=True, mosaic_prob=0.5), True,
+                 id="oversampled-mosaic-validated", marks=pytest.mark.slow),
+])
+def test_a_run_resumes_from_its_checkpoint(tmp_path, augment, validated):
     from training.detection.schedule import WarmupCosineDecay
 
     images, boxes, classes = dataset([0, 1])
-    data = DetectorData(images, boxes, classes, images, boxes, classes)
-    augment = DetectorAugmentConfig(oversample=True, mosaic=True, mosaic_prob=0.5)
+    data = DetectorData(images, boxes, classes, *((images, boxes, classes) if validated else ()))
     first = train_detector(data, run_config(epochs=1, steps=3, batch_size=2, augment=augment), tmp_path)
     assert first.stopped == "completed" and [h["epoch"] for h in first.history] == [1]
     state = json.loads((tmp_path / "state.json").read_text())

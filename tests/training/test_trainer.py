@@ -101,9 +101,8 @@ def test_on_a_gpu_host_the_classifier_trains_mixed_precision_xla_and_mirrored(da
     assert model.compute_dtype == "float16" or model.dtype_policy.name == "mixed_float16"
 
 
-def test_on_a_gpu_host_the_detector_trains_mixed_precision_xla_and_mirrored(tmp_path, pretend_two_gpus):
-    import keras
-
+def _detector_run_on_three_images(tmp_path):
+    """One epoch of the 128 px test preset: two training images, one for validation and test."""
     from training.detector.config import (
         DetectorAugmentConfig,
         DetectorOptimConfig,
@@ -121,7 +120,36 @@ def test_on_a_gpu_host_the_detector_trains_mixed_precision_xla_and_mirrored(tmp_
     config = DetectorRunConfig(preset="yolov4_test", input_size=128, anchors="preset",
                                augment=DetectorAugmentConfig(oversample=False, mosaic=False),
                                optim=DetectorOptimConfig(epochs=1, batch_size=2, steps_per_epoch=2))
-    result = train_detector(data, config, tmp_path)
+    return train_detector(data, config, tmp_path)
+
+
+def test_on_a_gpu_host_the_detector_is_built_mixed_precision_xla_and_mirrored(tmp_path, pretend_two_gpus,
+                                                                              monkeypatch):
+    """The short version of the next test (slow: XLA compiles the train step on the CPU): the run
+    is stopped at its first fit, with the model it would train built and compiled."""
+    import keras
+
+    class FirstFit(Exception):
+        pass
+
+    def first_fit(model, *args, **kwargs):
+        raise FirstFit(model)
+
+    monkeypatch.setattr(keras.Model, "fit", first_fit)
+    with pytest.raises(FirstFit) as stopped:
+        _detector_run_on_three_images(tmp_path)
+    model = stopped.value.args[0]
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert model.dtype_policy.name == "mixed_float16"
+    assert type(model.distribute_strategy).__name__ == "MirroredStrategy"
+    assert pretend_two_gpus == [1, ("jit_compile", True)]  # one MirroredStrategy; XLA on
+
+
+@pytest.mark.slow
+def test_on_a_gpu_host_the_detector_trains_mixed_precision_xla_and_mirrored(tmp_path, pretend_two_gpus):
+    import keras
+
+    result = _detector_run_on_three_images(tmp_path)
     assert keras.mixed_precision.global_policy().name == "mixed_float16"
     assert pretend_two_gpus[0] == 1 and ("jit_compile", True) in pretend_two_gpus
     assert result.model_path is not None and len(result.history) == 1
