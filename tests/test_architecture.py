@@ -1,7 +1,7 @@
 """The architecture, read from the source: layers, import cycles, module length, pure modules.
 
-Pure ``ast``: nothing here imports the project or sets up Django, so the file runs in well under a
-second and a failure names the file and line to change. The rules (docs/ARCHITECTURE.md,
+Pure ``ast``: nothing here imports the project or sets up Django, so the file runs in seconds and
+a failure names the file and line to change. The rules (docs/ARCHITECTURE.md,
 CONTRIBUTING.md):
 
 1. Apps depend one way, platform (``cytoloop``) <- annotation <- training <- inference: a module
