@@ -9,12 +9,7 @@ from django.db.models.functions import Coalesce
 
 from annotation import access
 from annotation.geometry import Box
-from annotation.models import (
-    Assignment,
-    ExpertAnnotation,
-    ExpertBox,
-    Image,
-)
+from annotation.models import Assignment, ExpertAnnotation, ExpertBox, Image
 
 
 def own_annotations(user) -> QuerySet:

@@ -7,10 +7,7 @@ from pathlib import Path
 from django.core.files.storage import default_storage
 
 from annotation import formats
-from annotation.models import (
-    Dataset,
-    Image,
-)
+from annotation.models import Dataset, Image
 from annotation.selectors import dataset_records
 
 

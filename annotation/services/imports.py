@@ -20,12 +20,7 @@ from django.db import transaction
 from annotation import formats, ground_truth
 from annotation.geometry import Box, ImageRecord, InvalidBox
 from annotation.imaging import make_thumbnail
-from annotation.models import (
-    Dataset,
-    Image,
-    ImportJob,
-    PredictionBox,
-)
+from annotation.models import Dataset, Image, ImportJob, PredictionBox
 from annotation.services.common import Progress
 from annotation.validation import (
     ImageRejected,

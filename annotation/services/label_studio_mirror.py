@@ -10,13 +10,7 @@ from django.utils import timezone
 
 from annotation import labelstudio
 from annotation.geometry import Box, InvalidBox
-from annotation.models import (
-    Assignment,
-    Dataset,
-    ExpertAnnotation,
-    Image,
-    OutboxMessage,
-)
+from annotation.models import Assignment, Dataset, ExpertAnnotation, Image, OutboxMessage
 from annotation.services.consensus import queue_consensus
 from annotation.services.outbox import flush_outbox
 from annotation.services.submissions import save_expert_annotation, validate_boxes

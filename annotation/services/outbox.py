@@ -11,12 +11,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from annotation import labelstudio
-from annotation.models import (
-    Dataset,
-    ExpertAnnotation,
-    Image,
-    OutboxMessage,
-)
+from annotation.models import Dataset, ExpertAnnotation, Image, OutboxMessage
 from cytoloop.jobs import enqueue_on_commit
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.models import (
-    Assignment,
-    Dataset,
-    Image,
-)
+from annotation.models import Assignment, Dataset, Image
 from annotation.selectors import queue_candidates
 from annotation.services.common import NotAssigned
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from annotation.agreement import agreement_with_consensus, confusion_against, dawid_skene
-from annotation.models import (
-    Dataset,
-    ExpertReliability,
-)
+from annotation.models import Dataset, ExpertReliability
 from annotation.selectors import cluster_label_matrix
 
 

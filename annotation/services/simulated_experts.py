@@ -8,12 +8,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.models import (
-    Assignment,
-    Dataset,
-    ExpertAnnotation,
-    Image,
-)
+from annotation.models import Assignment, Dataset, ExpertAnnotation, Image
 from annotation.services.common import Progress
 from annotation.services.queue import release_expired_assignments
 from annotation.services.submissions import submit_annotation
