@@ -1,10 +1,14 @@
 """Fixtures for dataset/image tests: isolated media storage and small real image files."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+
+from annotation.models import Image
+from annotation.services import ensure_dataset, import_images
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +30,16 @@ def png_bytes(seed: int, size=(64, 48), mode="RGB") -> bytes:
 @pytest.fixture
 def make_png():
     return png_bytes
+
+
+def import_pngs(folder: Path, name: str, count: int, *, seed: int, size=(200, 100), prefix: str = "",
+                experts_per_image: int = 2) -> list[Image]:
+    """Write ``count`` random PNGs ``{prefix}{i}.png`` (``png_bytes(seed + i, size)``) to the new
+    ``folder`` and import them into the dataset ``name``, made with ``experts_per_image``; returns
+    its images by original name."""
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"{prefix}{i}.png").write_bytes(png_bytes(seed + i, size=size))
+    dataset, _ = ensure_dataset(name=name, experts_per_image=experts_per_image)
+    import_images(dataset=dataset, path=folder)
+    return list(Image.objects.filter(dataset=dataset).order_by("original_name"))

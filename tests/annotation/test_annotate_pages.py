@@ -8,22 +8,16 @@ import pytest
 from django.test import Client
 
 from annotation.geometry import Box
-from annotation.models import Assignment, Image, PredictionBox
-from annotation.services import ensure_dataset, import_images, next_assignment, submit_annotation
-from tests.annotation.conftest import png_bytes
+from annotation.models import Assignment, PredictionBox
+from annotation.services import next_assignment, submit_annotation
+from tests.annotation.conftest import import_pngs
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def images(tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(3):
-        (folder / f"smear-{i}.png").write_bytes(png_bytes(700 + i, size=(200, 100)))
-    dataset, _ = ensure_dataset(name="pages", experts_per_image=2)
-    import_images(dataset=dataset, path=folder)
-    return list(Image.objects.filter(dataset=dataset).order_by("original_name"))
+    return import_pngs(tmp_path / "imgs", "pages", 3, seed=700, prefix="smear-")
 
 
 @pytest.fixture

@@ -4,16 +4,14 @@ import pytest
 from django.utils import timezone
 
 from annotation.geometry import Box
-from annotation.models import Assignment, Cluster, ConsensusState, GroundTruthBox, Image
+from annotation.models import Assignment, Cluster, ConsensusState, GroundTruthBox
 from annotation.services import (
     compute_consensus,
     consensus_sweep,
-    ensure_dataset,
-    import_images,
     recompute_dataset,
     submit_annotation,
 )
-from tests.annotation.conftest import png_bytes
+from tests.annotation.conftest import import_pngs
 from tests.helpers import manage
 
 pytestmark = pytest.mark.django_db
@@ -21,14 +19,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def setup(tmp_path, make_user):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(3):
-        (folder / f"c{i}.png").write_bytes(png_bytes(700 + i, size=(300, 200)))
-    ds, _ = ensure_dataset(name="cons", experts_per_image=3)
-    import_images(dataset=ds, path=folder)
+    images = import_pngs(tmp_path / "imgs", "cons", 3, seed=700, size=(300, 200), prefix="c", experts_per_image=3)
     experts = [make_user(f"x{i}@example.org", roles=["pathologist"]) for i in range(3)]
-    return ds, list(Image.objects.filter(dataset=ds).order_by("original_name")), experts
+    return images[0].dataset, images, experts
 
 
 def _annotate(image, user, boxes):

@@ -18,8 +18,8 @@ from annotation.models import (
     OutboxMessage,
     PredictionBox,
 )
-from annotation.services import ensure_dataset, import_images, next_assignment, submit_annotation
-from tests.annotation.conftest import png_bytes
+from annotation.services import next_assignment, submit_annotation
+from tests.annotation.conftest import import_pngs
 
 pytestmark = pytest.mark.django_db
 
@@ -28,13 +28,7 @@ BOX = {"x": 10, "y": 10, "width": 30, "height": 20, "label": "HSIL"}
 
 @pytest.fixture
 def image(tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(2):
-        (folder / f"d{i}.png").write_bytes(png_bytes(900 + i, size=(200, 100)))
-    dataset, _ = ensure_dataset(name="drafts", experts_per_image=2)
-    import_images(dataset=dataset, path=folder)
-    return Image.objects.filter(dataset=dataset).order_by("original_name").first()
+    return import_pngs(tmp_path / "imgs", "drafts", 2, seed=900, prefix="d")[0]
 
 
 @pytest.fixture

@@ -10,26 +10,20 @@ from annotation import labelstudio
 from annotation.geometry import Box
 from annotation.models import Assignment, ExpertAnnotation, Image, LabelStudioAccount, OutboxMessage
 from annotation.services import (
-    ensure_dataset,
     flush_outbox,
-    import_images,
     reconcile_label_studio,
     submit_annotation,
 )
-from tests.annotation.conftest import png_bytes
+from tests.annotation.conftest import import_pngs
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.django_db(transaction=True)]
 
 
 def _dataset(tmp_path, name, n=2, experts=3):
-    folder = tmp_path / name
-    folder.mkdir()
-    for i in range(n):
-        (folder / f"{name}{i}.png").write_bytes(png_bytes(hash((name, i)) % 10_000, size=(320, 200)))
-    ds, _ = ensure_dataset(name=name, experts_per_image=experts)
-    import_images(dataset=ds, path=folder)
-    return ds, list(Image.objects.filter(dataset=ds).order_by("original_name"))
+    images = import_pngs(tmp_path / name, name, n, seed=sum(map(ord, name)) * 100, size=(320, 200), prefix=name,
+                         experts_per_image=experts)
+    return images[0].dataset, images
 
 
 def _assign(image, user):

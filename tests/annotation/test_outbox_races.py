@@ -23,25 +23,18 @@ from annotation.models import (
 )
 from annotation.services import (
     OUTBOX_RETRY_BASE_S,
-    ensure_dataset,
     flush_outbox,
-    import_images,
     submit_annotation,
 )
-from tests.annotation.conftest import png_bytes
+from tests.annotation.conftest import import_pngs
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.django_db(transaction=True)]
 
 
 def _dataset(tmp_path, name, n):
-    folder = tmp_path / name
-    folder.mkdir()
-    for i in range(n):
-        (folder / f"{name}{i}.png").write_bytes(png_bytes(hash((name, i)) % 10_000, size=(160, 120)))
-    ds, _ = ensure_dataset(name=name, experts_per_image=2)
-    import_images(dataset=ds, path=folder)
-    return ds, list(Image.objects.filter(dataset=ds).order_by("original_name"))
+    images = import_pngs(tmp_path / name, name, n, seed=sum(map(ord, name)) * 100, size=(160, 120), prefix=name)
+    return images[0].dataset, images
 
 
 def _submit(image, user, boxes):

@@ -8,25 +8,18 @@ from annotation.geometry import Box
 from annotation.models import Assignment, ExpertReliability, Image
 from annotation.selectors import cluster_label_matrix
 from annotation.services import (
-    ensure_dataset,
-    import_images,
     recompute_dataset,
     submit_annotation,
     update_reliability,
 )
-from tests.annotation.conftest import png_bytes
+from tests.annotation.conftest import import_pngs
 
 pytestmark = pytest.mark.django_db
 LABELS = ["NILM", "ASC-US", "LSIL", "ASC-H", "HSIL", "SCC"]
 
 
 def test_reliability_ranks_a_careless_expert_last(tmp_path, make_user):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(12):
-        (folder / f"r{i}.png").write_bytes(png_bytes(1200 + i, size=(400, 100)))
-    ds, _ = ensure_dataset(name="rel", experts_per_image=3)
-    import_images(dataset=ds, path=folder)
+    ds = import_pngs(tmp_path / "imgs", "rel", 12, seed=1200, size=(400, 100), prefix="r", experts_per_image=3)[0].dataset
     experts = [make_user(f"z{i}@example.org", roles=["pathologist"]) for i in range(3)]
     rng = np.random.default_rng(0)
     for image in Image.objects.filter(dataset=ds):

@@ -5,33 +5,26 @@ from django.db import IntegrityError, InternalError, connection, transaction
 from django.utils import timezone
 
 from annotation.geometry import Box
-from annotation.models import Assignment, AuditEntry, Cluster, GroundTruthBox, Image, OutboxMessage
+from annotation.models import Assignment, AuditEntry, Cluster, GroundTruthBox, OutboxMessage
 from annotation.services import (
     AnnotationRejected,
     ReviewRefused,
     comment_on_cluster,
     compute_consensus,
-    ensure_dataset,
-    import_images,
     next_assignment,
     reject_cluster,
     request_another_expert,
     resolve_cluster,
     submit_annotation,
 )
-from tests.annotation.conftest import png_bytes
+from tests.annotation.conftest import import_pngs
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def disputed(tmp_path, make_user):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    (folder / "d0.png").write_bytes(png_bytes(900, size=(300, 200)))
-    ds, _ = ensure_dataset(name="rev", experts_per_image=3)
-    import_images(dataset=ds, path=folder)
-    image = Image.objects.get(dataset=ds)
+    (image,) = import_pngs(tmp_path / "imgs", "rev", 1, seed=900, size=(300, 200), prefix="d", experts_per_image=3)
     experts = [make_user(f"y{i}@example.org", roles=["pathologist"]) for i in range(4)]
     for user, label in zip(experts[:3], ["NILM", "HSIL", "LSIL"], strict=True):
         Assignment.objects.create(image=image, annotator=user, expires_at=timezone.now() + timezone.timedelta(hours=1))

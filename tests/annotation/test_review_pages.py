@@ -24,7 +24,7 @@ from annotation.models import (
     Image,
     PredictionBox,
 )
-from tests.annotation.conftest import png_bytes
+from tests.annotation.conftest import import_pngs
 
 pytestmark = pytest.mark.django_db
 
@@ -35,13 +35,8 @@ P1_OFF = (27.0, 27.0, 50.0, 50.0)  # IoU 0.59 with P1: matched, but a weak overl
 
 
 def _images(tmp_path, name: str, count: int, *, experts_per_image: int) -> list[Image]:
-    folder = tmp_path / f"in-{name}"
-    folder.mkdir()
-    for i in range(count):
-        (folder / f"{name}-{i}.png").write_bytes(png_bytes(sum(map(ord, name)) * 100 + i, size=(300, 200)))
-    dataset, _ = services.ensure_dataset(name=name, experts_per_image=experts_per_image)
-    services.import_images(dataset=dataset, path=folder)
-    return list(Image.objects.filter(dataset=dataset).order_by("original_name"))
+    return import_pngs(tmp_path / f"in-{name}", name, count, seed=sum(map(ord, name)) * 100, size=(300, 200),
+                       prefix=f"{name}-", experts_per_image=experts_per_image)
 
 
 def _annotate(image: Image, drawings: dict) -> list[Cluster]:

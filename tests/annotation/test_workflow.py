@@ -12,25 +12,17 @@ from annotation.geometry import Box
 from annotation.models import Assignment, ExpertAnnotation, ExpertBox, Image, OutboxMessage
 from annotation.services import (
     NotAssigned,
-    ensure_dataset,
-    import_images,
     next_assignment,
     submit_annotation,
 )
-from tests.annotation.conftest import png_bytes
+from tests.annotation.conftest import import_pngs
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def images(tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(4):
-        (folder / f"i{i}.png").write_bytes(png_bytes(500 + i, size=(200, 100)))
-    ds, _ = ensure_dataset(name="wf", experts_per_image=2)
-    import_images(dataset=ds, path=folder)
-    return list(Image.objects.filter(dataset=ds).order_by("original_name"))
+    return import_pngs(tmp_path / "imgs", "wf", 4, seed=500, prefix="i")
 
 
 @pytest.fixture
