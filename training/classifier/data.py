@@ -1,5 +1,5 @@
-"""The classifier's data: ``ClassifierData`` (crops and labels per split, in arrays) and the
-tf.data input pipelines for the ResNeSt classifier.
+"""The classifier's data (no Django import): ``ClassifierData`` (crops and labels per split, in
+arrays) and the tf.data input pipelines for the ResNeSt classifier.
 
 The classifier module that imports TensorFlow at its top; oversampling filters, targets and
 metrics are NumPy modules (``training/augment.py``, ``smoothing.py``, ``metrics.py``).

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the data module imports TensorFlow at its top
 
 
 @dataclass
-class TrainResult:
+class ClassifierTrainResult:
     stopped: str  # "completed" | "early_stopping" | "cancelled" | "time_limit"
     best_epoch: int | None
     best_val_macro_f1: float | None
@@ -48,7 +48,7 @@ def build_classifier(config: ClassifierRunConfig):
 
 def train_classifier(
     data: ClassifierData, config: ClassifierRunConfig, checkpoint_dir: Path, hooks: Hooks = Hooks()
-) -> TrainResult:
+) -> ClassifierTrainResult:
     # TensorFlow and the modules that import it stay local: importing this module stays cheap
     import keras
 
@@ -104,7 +104,7 @@ def train_classifier(
         save_last=lambda: loop.save_model(model, last_model),
     )
 
-    result = TrainResult(stopped=stopped, best_epoch=state["best_epoch"], best_val_macro_f1=state["best"],
+    result = ClassifierTrainResult(stopped=stopped, best_epoch=state["best_epoch"], best_val_macro_f1=state["best"],
                          history=state["history"])
     if stopped == "cancelled" or not best_weights.exists():
         return result
