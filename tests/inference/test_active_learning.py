@@ -462,18 +462,9 @@ def media(settings, tmp_path):
 
 
 @pytest.fixture
-def synthetic(media, tmp_path):
-    """A small synthetic dataset "al-synth" imported into the test database."""
-    from annotation.formats import write_coco
-    from annotation.services import ensure_dataset, import_images
-    from annotation.synthetic import SyntheticConfig, generate_dataset
-
-    out = tmp_path / "synth"
-    records = generate_dataset(out, 16, seed=5, config=SyntheticConfig.small(size=256))
-    write_coco(records, out / "annotations.json")
-    dataset, _ = ensure_dataset(name="al-synth")
-    import_images(dataset=dataset, path=out / "images", annotations=out / "annotations.json")
-    return sum(len(r.boxes) for r in records)
+def synthetic(media, synthetic_dataset):
+    """A small synthetic dataset "al-synth" imported into the test database (MEDIA_ROOT: media)."""
+    return synthetic_dataset("al-synth", 16, seed=5)
 
 
 def command(*args, media_root=None, timeout=120):

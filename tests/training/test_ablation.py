@@ -99,18 +99,8 @@ COMMAND = ("ablate_classifier", "ablate-me", "--seeds", "2", "--preset", "resnes
 
 
 @pytest.fixture
-def ablate_me(tmp_path):
-    """The dataset "ablate-me": 14 synthetic images with their ground truth, imported."""
-    from annotation.formats import write_coco
-    from annotation.services import ensure_dataset, import_images
-    from annotation.synthetic import SyntheticConfig, generate_dataset
-
-    out = tmp_path / "synth"
-    records = generate_dataset(out, 14, seed=4, config=SyntheticConfig.small(size=256))
-    write_coco(records, out / "annotations.json")
-    dataset, _ = ensure_dataset(name="ablate-me")
-    import_images(dataset=dataset, path=out / "images", annotations=out / "annotations.json")
-    return dataset
+def ablate_me(synthetic_dataset):
+    return synthetic_dataset("ablate-me", 14, seed=4)
 
 
 @pytest.mark.django_db(transaction=True)

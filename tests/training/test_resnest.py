@@ -53,18 +53,9 @@ def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def full_size_models():
-    """Lazily builds each full-size preset (1000 classes) at most once for this module."""
-    cache: dict[str, ResNeStClassifier] = {}
-
-    def get(name: str) -> ResNeStClassifier:
-        if name not in cache:
-            cache[name] = ResNeStClassifier.from_preset(name, num_classes=1000)
-        return cache[name]
-
-    yield get
-    cache.clear()
-    keras.backend.clear_session()
+def full_size_models(build_once):
+    """Each full-size preset (1000 classes), built at most once for this module."""
+    return lambda name: build_once(name, lambda: ResNeStClassifier.from_preset(name, num_classes=1000))
 
 
 @pytest.fixture(scope="module")

@@ -43,13 +43,8 @@ def tiny(epochs=2, **optim):
 
 
 @pytest.fixture
-def synthetic(tmp_path):
-    out = tmp_path / "synth"
-    records = generate_dataset(out, 14, seed=4, config=SyntheticConfig.small(size=256))
-    write_coco(records, out / "annotations.json")
-    ds, _ = ensure_dataset(name="trainset")
-    import_images(dataset=ds, path=out / "images", annotations=out / "annotations.json")
-    return ds
+def synthetic(synthetic_dataset):
+    return synthetic_dataset("trainset", 14, seed=4)
 
 
 def test_a_dataset_version_freezes_splits_by_image(synthetic):

@@ -52,18 +52,13 @@ def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def full_size():
-    """Lazily builds each (preset, num_classes) at its own input size, at most once."""
-    cache: dict[tuple[str, int], YOLOV4Detector] = {}
+def full_size(build_once):
+    """Each (preset, num_classes) at its own input size, built at most once for this module."""
 
     def get(name: str, num_classes: int = 80) -> YOLOV4Detector:
-        if (name, num_classes) not in cache:
-            cache[name, num_classes] = build_detector(name, num_classes)
-        return cache[name, num_classes]
+        return build_once((name, num_classes), lambda: build_detector(name, num_classes))
 
-    yield get
-    cache.clear()
-    keras.backend.clear_session()
+    return get
 
 
 @pytest.fixture(scope="module")
