@@ -69,7 +69,7 @@ def label_name(index: int) -> str:
 
 #: Clinical cost of calling a cell of the row's class as the column's class (rows: truth).
 #: Missing a high-grade lesion (HSIL/SCC called NILM) costs most; over-calling costs a follow-up.
-#: Used to rank disputes for reviewers and by the clinical cost uncertainty strategy (inference.uncertainty).
+#: Used to rank disputes for reviewers and by the clinical cost uncertainty strategy (inference.strategies).
 CLINICAL_COST: tuple[tuple[float, ...], ...] = (
     # NILM ASC-US LSIL ASC-H HSIL SCC   <- called as
     (0.0, 1.0, 1.0, 2.0, 2.0, 3.0),    # NILM
