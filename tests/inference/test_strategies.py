@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,13 +27,8 @@ from inference.strategies import (
     simulation_strategy,
 )
 from inference.uncertainty import Predictions
-
-ROOT = Path(__file__).resolve().parents[2]
-UNIFORM = [1 / 6] * 6
-
-
-def one_hot(label: str) -> list[float]:
-    return [1.0 if name == label else 0.0 for name in BETHESDA]
+from tests.helpers import ROOT
+from tests.inference.conftest import UNIFORM, one_hot
 
 
 def split(a: str, pa: float, b: str, pb: float) -> list[float]:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from annotation.bethesda import BETHESDA
 from inference.uncertainty import (
     Predictions,
     aggregate_to_images,
@@ -23,14 +21,8 @@ from inference.uncertainty import (
     select,
     select_diverse,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-UNIFORM = [1 / 6] * 6
-
-
-def one_hot(label: str) -> list[float]:
-    return [1.0 if name == label else 0.0 for name in BETHESDA]
-
+from tests.helpers import ROOT
+from tests.inference.conftest import UNIFORM, one_hot
 
 # --- Predictions validation ----------------------------------------------------------------
 
