@@ -20,6 +20,7 @@ import socket
 import time
 
 from celery import current_task
+from celery.signals import worker_init
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -123,11 +124,24 @@ def send_pending_enqueues(*, limit: int = 500) -> dict:
 # A job's row while it runs
 
 
+#: The node name (``celery@host``) of the Celery worker started in this process, if any. A task's
+#: own ``request.hostname`` is that name under the prefork pool but the bare host name under the
+#: solo and threads pools, hence this.
+_worker_node = ""
+
+
+@worker_init.connect
+def _remember_worker_node(sender=None, **_kwargs) -> None:
+    global _worker_node
+    _worker_node = getattr(sender, "hostname", "") or ""
+
+
 def worker_name() -> str:
-    """The Celery worker's name (``celery@host``) inside a task a worker runs, else this host's
-    name (a management command, an eager task, a test)."""
-    request = getattr(current_task, "request", None)
-    return getattr(request, "hostname", None) or socket.gethostname()
+    """The Celery worker's node name (``celery@host``) inside a task a worker runs, else this
+    host's name (a management command, a test)."""
+    if not current_task:
+        return socket.gethostname()
+    return _worker_node or getattr(current_task.request, "hostname", None) or socket.gethostname()
 
 
 def _write(job: Job, values: dict) -> Job:

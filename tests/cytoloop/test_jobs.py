@@ -109,7 +109,8 @@ def test_the_sweep_keeps_what_a_still_dead_broker_refuses():
 
 def test_a_started_job_records_its_worker_its_first_start_and_a_heartbeat(monkeypatch):
     job = ImportJob.objects.create(dataset=Dataset.objects.create(name="started"), upload_dir="imports/s")
-    monkeypatch.setattr(jobs, "current_task", SimpleNamespace(request=SimpleNamespace(hostname="celery@gpu-7")))
+    monkeypatch.setattr(jobs, "current_task", SimpleNamespace(request=SimpleNamespace(hostname="gpu-7")))
+    monkeypatch.setattr(jobs, "_worker_node", "celery@gpu-7")  # as the worker's start (worker_init) leaves it
 
     mark_running(job)
     row = ImportJob.objects.get(pk=job.pk)

@@ -10,6 +10,7 @@ from PIL import Image as PILImage
 from playwright.sync_api import expect
 
 from annotation.formats import to_coco
+from annotation.models import ImportJob
 from annotation.synthetic import SyntheticConfig, generate_image
 
 pytestmark = pytest.mark.e2e
@@ -79,6 +80,8 @@ def test_admin_imports_in_the_browser_and_browses_the_gallery(
     expect(skipped.first).to_contain_text("broken.png")
     expect(skipped.first).to_contain_text("corrupt")
     assert page.locator("#job[hx-trigger]").count() == 0  # polling stopped
+    job = ImportJob.objects.get()
+    assert "@" in job.worker and job.started_at <= job.finished_at  # the worker's node name (name@host), its times
     page.screenshot(path=str(artifacts_dir / "import-job.png"), full_page=True)
 
     page.click("#open-gallery")
