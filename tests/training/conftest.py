@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 
@@ -23,3 +24,15 @@ def build_once():
     import keras  # heavy optional import, kept local: most of this folder's tests need no Keras
 
     keras.backend.clear_session()
+
+
+def perturb_batch_norm_statistics(model, seed: int = 1) -> None:
+    """Move the moving mean and variance of every BatchNormalization in ``model`` off their
+    defaults (0 and 1), so that a save/load round trip that lost them would show."""
+    import keras  # heavy optional import, kept local (see build_once)
+
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=layer.moving_variance.shape))

@@ -18,6 +18,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from tests.training.conftest import perturb_batch_norm_statistics  # noqa: E402
 from training.networks.resnest import (  # noqa: E402
     PRESETS,
     GroupedConv2D,
@@ -287,11 +288,7 @@ def test_mixed_precision_keeps_probabilities_in_float32():
 def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     keras.utils.set_random_seed(1)
     model = ResNeStClassifier.from_preset("resnest_tiny", num_classes=3, dropout=0.1)
-    rng = np.random.default_rng(1)
-    for layer in model.backbone._flatten_layers():  # BatchNorm statistics off their defaults
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=layer.moving_variance.shape))
+    perturb_batch_norm_statistics(model.backbone)
     path = tmp_path / "resnest_tiny.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)

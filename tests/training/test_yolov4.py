@@ -16,6 +16,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from tests.training.conftest import perturb_batch_norm_statistics  # noqa: E402
 from training.networks.yolov4 import (  # noqa: E402
     PRESETS,
     CSPDarknet53,
@@ -256,11 +257,7 @@ def test_get_config_from_config_round_trip(make, shape):
 def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     keras.utils.set_random_seed(1)
     model = build_detector("yolov4_test", num_classes=3)
-    rng = np.random.default_rng(1)
-    for layer in model._flatten_layers():  # BatchNorm statistics off their defaults
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_mean.assign(rng.normal(size=layer.moving_mean.shape))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=layer.moving_variance.shape))
+    perturb_batch_norm_statistics(model)
     path = tmp_path / "yolov4_test.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
