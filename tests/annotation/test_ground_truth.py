@@ -6,8 +6,7 @@ import pytest
 from django.utils import timezone
 
 from annotation import ground_truth
-from annotation.formats import write_coco
-from annotation.geometry import Box, ImageRecord, iou
+from annotation.geometry import Box, iou
 from annotation.models import Assignment, AuditEntry, Cluster, ExpertBox, GroundTruthBox, Image
 from annotation.selectors import dataset_records
 from annotation.services import (
@@ -20,7 +19,7 @@ from annotation.services import (
     simulate_dataset_experts,
     submit_annotation,
 )
-from tests.annotation.conftest import png_bytes
+from tests.annotation.conftest import import_pngs, png_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -31,16 +30,9 @@ LESIONS = [Box(20.0, 20.0, 60.0, 60.0, "HSIL"), Box(160.0, 40.0, 60.0, 60.0, "LS
 @pytest.fixture
 def imported(tmp_path):
     """Two 400x300 images, each with the four reference lesions imported from a COCO file."""
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    records = []
-    for i in range(2):
-        (folder / f"g{i}.png").write_bytes(png_bytes(4200 + i, size=(400, 300)))
-        records.append(ImageRecord(f"g{i}.png", 400, 300, tuple(LESIONS)))
-    write_coco(records, tmp_path / "truth.json")
-    ds, _ = ensure_dataset(name="truth", experts_per_image=3)
-    import_images(dataset=ds, path=folder, annotations=tmp_path / "truth.json")
-    return ds, folder, tmp_path / "truth.json"
+    images = import_pngs(tmp_path / "imgs", "truth", 2, seed=4200, size=(400, 300), prefix="g", experts_per_image=3,
+                         truth=LESIONS, coco=tmp_path / "truth.json")
+    return images[0].dataset, tmp_path / "imgs", tmp_path / "truth.json"
 
 
 def _annotate(image, user, boxes):

@@ -10,7 +10,7 @@ from annotation.geometry import Box, ImageRecord
 from annotation.models import ExpertAnnotation, ExpertBox
 from annotation.services import ensure_dataset, import_images, simulate_dataset_experts
 from annotation.simulation import default_panel, measured_rates
-from tests.annotation.conftest import png_bytes
+from tests.annotation.conftest import import_pngs, png_bytes
 from tests.helpers import manage
 
 pytestmark = pytest.mark.django_db
@@ -87,17 +87,8 @@ def test_command_reports_per_expert_and_refuses_unknown_dataset(dataset_with_tru
 
 @pytest.fixture
 def small_dataset(tmp_path):
-    folder = tmp_path / "small"
-    folder.mkdir()
-    records = []
-    for i in range(3):
-        (folder / f"s{i}.png").write_bytes(png_bytes(2000 + i, size=(200, 150)))
-        records.append(ImageRecord(f"s{i}.png", 200, 150, (Box(20.0, 20.0, 50.0, 50.0, "HSIL"),)))
-    ann = tmp_path / "small.json"
-    ann.write_text(json.dumps(to_coco(records)))
-    ds = ensure_dataset(name="held", experts_per_image=3)[0]
-    import_images(dataset=ds, path=folder, annotations=ann)
-    return ds
+    return import_pngs(tmp_path / "small", "held", 3, seed=2000, size=(200, 150), prefix="s", experts_per_image=3,
+                       truth=[Box(20.0, 20.0, 50.0, 50.0, "HSIL")])[0].dataset
 
 
 def test_an_image_a_pathologist_holds_is_skipped_and_reported(small_dataset, make_user, transactional_db):
