@@ -54,6 +54,20 @@ def wait_for_http(url: str, *, timeout: float = 60.0, proc: subprocess.Popen | N
     wait_until(answered, timeout=timeout, message=f"{url} did not answer")
 
 
+def drag(page, box: dict, start, end, *, steps: int = 5) -> tuple[float, float]:
+    """Drag the mouse (Playwright ``page``) from ``start`` to ``end``, (x, y) fractions of ``box``
+    (a bounding box in page coordinates), through their midpoint; returns the width and height
+    dragged, in page pixels."""
+    x0, y0 = box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"]
+    x1, y1 = box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=steps)
+    page.mouse.move(x1, y1, steps=steps)
+    page.mouse.up()
+    return abs(x1 - x0), abs(y1 - y0)
+
+
 def child_env() -> dict:
     """The environment for a child process that must see this test's database (test_* on PostgreSQL)."""
     from django.db import connection

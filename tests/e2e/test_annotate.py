@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 from annotation.models import Assignment, ExpertAnnotation, Image
 from annotation.services import ensure_dataset, import_images
 from annotation.synthetic import SyntheticConfig, generate_image
+from tests.helpers import drag
 
 pytestmark = pytest.mark.e2e
 
@@ -32,18 +33,6 @@ def smears(settings, tmp_path):
     dataset, _ = ensure_dataset(name="e2e-annotate", experts_per_image=2)
     import_images(dataset=dataset, path=folder)
     return dataset
-
-
-def _drag(page, box, start, end):
-    """Drag from/to fractions of ``box`` (the image's bounding box in page coordinates)."""
-    x0, y0 = box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"]
-    x1, y1 = box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"]
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
-    page.mouse.move(x1, y1, steps=5)
-    page.mouse.up()
-    return abs(x1 - x0), abs(y1 - y0)
 
 
 def test_pathologist_draws_two_labelled_boxes_and_submits(
@@ -86,11 +75,11 @@ def test_pathologist_draws_two_labelled_boxes_and_submits(
 
     # label 1 (NILM) then a box, label 5 (HSIL) then another
     page.keyboard.press("1")
-    w1, h1 = _drag(page, box, (0.10, 0.15), (0.30, 0.40))
+    w1, h1 = drag(page, box, (0.10, 0.15), (0.30, 0.40))
     regions = editor.locator("li[aria-label=region]")
     expect(regions).to_have_count(1)  # the box is made (Label Studio then lets go of the label)
     page.keyboard.press("5")
-    w2, h2 = _drag(page, box, (0.55, 0.50), (0.85, 0.85))
+    w2, h2 = drag(page, box, (0.55, 0.50), (0.85, 0.85))
     expect(regions).to_have_count(2)
     assert [t.split()[-1] for t in regions.all_inner_texts()] == ["NILM", "HSIL"]
     page.screenshot(path=str(artifacts_dir / "annotate-editor-boxes.png"))
@@ -103,7 +92,7 @@ def test_pathologist_draws_two_labelled_boxes_and_submits(
     assert image_el.bounding_box()["width"] == pytest.approx(box["width"] * 1.21, rel=0.02)
     editor.locator("button[aria-label='pan']").click()
     before = frame.evaluate(transform)
-    _drag(page, box, (0.5, 0.5), (0.6, 0.6))
+    drag(page, box, (0.5, 0.5), (0.6, 0.6))
     frame.wait_for_function(f"{transform} !== {before!r}")
     page.screenshot(path=str(artifacts_dir / "annotate-zoomed.png"))
     editor.locator("button[aria-label='zoom-out']").click()
@@ -173,7 +162,7 @@ def test_keys_from_the_page_reach_the_editor_and_a_refused_submit_keeps_the_boxe
     # the focus is on the platform page (its side panel), not in the editor: "3" still picks LSIL
     page.locator("#image-name").click()
     page.keyboard.press("3")
-    _drag(page, box, (0.40, 0.20), (0.60, 0.45))
+    drag(page, box, (0.40, 0.20), (0.60, 0.45))
     expect(editor.locator("li[aria-label=region]")).to_have_count(1)
 
     # the image's assignment ran out meanwhile: the server refuses, the editor says why and keeps the box

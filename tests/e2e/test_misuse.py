@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 from annotation.models import AnnotationDraft, Assignment, ExpertAnnotation, Image
 from annotation.services import ensure_dataset, import_images
 from annotation.synthetic import SyntheticConfig, generate_image
+from tests.helpers import drag
 
 pytestmark = pytest.mark.e2e
 
@@ -50,13 +51,7 @@ def _editor(page):
 
 def _draw(page, box, key, start, end):
     page.keyboard.press(key)
-    x0, y0 = box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"]
-    x1, y1 = box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"]
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
-    page.mouse.move(x1, y1, steps=4)
-    page.mouse.up()
+    drag(page, box, start, end, steps=4)
 
 
 def _labels(editor) -> list[str]:
