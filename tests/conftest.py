@@ -45,6 +45,12 @@ def client_as(client, make_user):
 
 
 @pytest.fixture
+def admin(client_as):
+    """A test client logged in as a fresh admin."""
+    return client_as("admin")
+
+
+@pytest.fixture
 def synthetic_dataset(db, tmp_path):
     """synthetic_dataset("name", 14, seed=4, size=256) -> a Dataset of that many synthetic smears
     imported with their cluster boxes (COCO) as ground truth."""

@@ -37,11 +37,6 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture
-def admin(client_as):
-    return client_as("admin")
-
-
-@pytest.fixture
 def enqueued(monkeypatch):
     """Job ids handed to Celery (cytoloop.jobs.send_now, for inference.predict), in order."""
     return record_enqueues(monkeypatch, "inference.predict")

@@ -46,11 +46,6 @@ VALID = {
 
 
 @pytest.fixture
-def admin(client_as):
-    return client_as("admin")
-
-
-@pytest.fixture
 def enqueued(monkeypatch):
     """Run ids handed to Celery (cytoloop.jobs.send_now, for training.run), in order."""
     return record_enqueues(monkeypatch, "training.run")
