@@ -14,7 +14,7 @@ from annotation import labelstudio
 from annotation.bethesda import BETHESDA
 from annotation.imaging import read_pixels
 from annotation.models import Dataset, Image, PredictionBox
-from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running
+from cytoloop.jobs import beat, enqueue_on_commit, mark_finished, mark_running
 from inference.models import (
     ClusterPrediction,
     ImagePrediction,
@@ -98,7 +98,7 @@ def run_prediction_job(job_id: int) -> PredictionJob:
               "skipped": len(done_ids), "pushed": 0, "push_failed": 0}
 
     def save_progress():
-        PredictionJob.objects.filter(pk=job.pk).update(progress={**job.progress, **counts})
+        beat(job, progress={**job.progress, **counts})
 
     try:
         if todo:

@@ -16,7 +16,7 @@ from annotation.bethesda import BETHESDA
 from annotation.imaging import read_pixels
 from annotation.models import Dataset
 from annotation.services import set_image_splits
-from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running
+from cytoloop.jobs import beat, enqueue_on_commit, mark_finished, mark_running
 from training.models import DatasetVersion, ModelKind, ModelVersion, Promotion, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -230,11 +230,11 @@ def execute_run(run_id: int) -> TrainingRun:
         mark_running(run, checkpoint_dir=str(run_dir(run)))
 
     def on_progress(progress: dict) -> None:
-        fields = {"heartbeat_at": timezone.now()}
+        fields = {}
         if "history" in progress:  # at each epoch's end: the curve so far, readable by the pages
             progress = dict(progress)
             fields["history"] = progress.pop("history")
-        TrainingRun.objects.filter(pk=run.pk).update(progress=progress, **fields)
+        beat(run, progress=progress, **fields)
 
     def should_stop() -> bool:
         return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()

@@ -31,7 +31,7 @@ from annotation.validation import (
     safe_member_name,
     validate_image_bytes,
 )
-from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running
+from cytoloop.jobs import beat, enqueue_on_commit, mark_finished, mark_running
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ def run_import_job(job_id: int) -> ImportJob:
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 5 == 0 or done == 1:
-            ImportJob.objects.filter(pk=job.pk).update(processed=done, total=total)
+            beat(job, processed=done, total=total)
 
     try:
         report = import_images(

@@ -8,8 +8,9 @@ periodic ``cytoloop.send_pending_enqueues`` task once the broker is back. A job 
 ``job=`` gets the broker's task id in ``task_id`` when the task is sent (now or later).
 
 A task marks its row with :func:`mark_running` when it starts (status, start time, worker name,
-heartbeat) and :func:`mark_finished` when it ends (status, error, finish time), so every job kind
-records its timings and worker the same way.
+heartbeat), :func:`beat` as it progresses (heartbeat and progress) and :func:`mark_finished` when
+it ends (status, error, finish time), so every job kind records its timings, liveness and worker
+the same way.
 """
 
 from __future__ import annotations
@@ -157,6 +158,12 @@ def mark_running(job: Job, *, worker: str | None = None, **fields) -> Job:
     now = timezone.now()
     return _write(job, {"status": JobStatus.RUNNING, "started_at": job.started_at or now, "heartbeat_at": now,
                         "worker": (worker or worker_name())[:200], **fields})
+
+
+def beat(job: Job, **fields) -> Job:
+    """The running job is alive: its heartbeat now, written with the kind's own fields (its
+    progress, counts...)."""
+    return _write(job, {"heartbeat_at": timezone.now(), **fields})
 
 
 def mark_finished(job: Job, status: str, error: str = "", **fields) -> Job:

@@ -18,7 +18,13 @@ from django.db import transaction
 
 from annotation.models import Dataset, ImportJob
 from cytoloop import jobs
-from cytoloop.jobs import enqueue_on_commit, mark_finished, mark_running, send_pending_enqueues
+from cytoloop.jobs import (
+    beat,
+    enqueue_on_commit,
+    mark_finished,
+    mark_running,
+    send_pending_enqueues,
+)
 from cytoloop.models import JobStatus, PendingEnqueue
 from tests.helpers import ROOT, child_env
 
@@ -127,6 +133,14 @@ def test_a_job_run_outside_a_worker_names_this_host():
     job = ImportJob.objects.create(dataset=Dataset.objects.create(name="here"), upload_dir="imports/h")
     mark_running(job)
     assert ImportJob.objects.get(pk=job.pk).worker == socket.gethostname()
+
+
+def test_a_running_job_beats_with_its_progress():
+    job = mark_running(ImportJob.objects.create(dataset=Dataset.objects.create(name="beats"), upload_dir="imports/b"))
+    started = ImportJob.objects.get(pk=job.pk).heartbeat_at
+    beat(job, processed=2, total=8)
+    row = ImportJob.objects.get(pk=job.pk)
+    assert (row.processed, row.total, row.percent) == (2, 8, 25) and row.heartbeat_at >= started
 
 
 def test_a_finished_job_records_its_status_error_finish_time_and_own_fields():
