@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,19 @@ def build_once():
     import keras  # heavy optional import, kept local: most of this folder's tests need no Keras
 
     keras.backend.clear_session()
+
+
+def assert_config_round_trip(original, shape=None) -> None:
+    """``get_config`` is JSON (as a run stores it) and ``from_config`` rebuilds the same layer:
+    the same config and, once built at ``shape`` (when given), the same weight shapes."""
+    config = original.get_config()
+    json.dumps(config)
+    clone = type(original).from_config(config)
+    assert clone.get_config() == config
+    if shape is not None:
+        original.build(shape)
+        clone.build(shape)
+    assert [tuple(w.shape) for w in clone.weights] == [tuple(w.shape) for w in original.weights]
 
 
 def perturb_batch_norm_statistics(model, seed: int = 1) -> None:
