@@ -40,15 +40,6 @@ def _image_id(page) -> int:
     return int(ANNOTATE.match(page.url).group(1))
 
 
-def _editor(page):
-    """Wait for the editor of the page's image; (frame locator, frame, the image's box on the page)."""
-    editor = page.frame_locator("#editor")
-    expect(editor.locator("body[data-editor=ready]")).to_have_count(1, timeout=30_000)
-    frame = page.frame(url=re.compile(r"/editor/$"))
-    frame.wait_for_function("[...document.querySelectorAll('#root img')].some(i => i.complete && i.naturalWidth > 0)")
-    return editor, frame, frame.locator("#root img").first.bounding_box()
-
-
 def _draw(page, box, key, start, end):
     page.keyboard.press(key)
     drag(page, box, start, end, steps=4)
@@ -67,7 +58,7 @@ def _wait_for_draft(editor):
 
 
 def test_misuse_paths_end_with_the_boxes_the_pathologist_last_meant_in_postgres_and_label_studio(
-    label_studio, make_user, login, live_server, five_smears, artifacts_dir
+    label_studio, make_user, login, live_server, five_smears, artifacts_dir, open_editor
 ):
     from annotation import labelstudio
     from annotation.services import flush_outbox
@@ -84,7 +75,7 @@ def test_misuse_paths_end_with_the_boxes_the_pathologist_last_meant_in_postgres_
     page.get_by_role("button", name="Start annotating").click()
     page.wait_for_url(ANNOTATE)
     a = _image_id(page)
-    editor, _, box = _editor(page)
+    editor, _, box = open_editor(page)
     _draw(page, box, "1", (0.10, 0.15), (0.30, 0.40))
     expect(editor.locator("li[aria-label=region]")).to_have_count(1)
     _draw(page, box, "5", (0.55, 0.50), (0.85, 0.85))
@@ -98,7 +89,7 @@ def test_misuse_paths_end_with_the_boxes_the_pathologist_last_meant_in_postgres_
     loads = len(editor_loads)
     page.go_back()
     page.wait_for_url(f"**/annotate/{a}/")
-    editor, _, box = _editor(page)
+    editor, _, box = open_editor(page)
     assert len(editor_loads) > loads, "Back showed a cached editor"
     assert _labels(editor) == ["HSIL", "NILM"]
     expect(page.locator("#submit-annotation")).to_have_text("Update")
@@ -112,12 +103,12 @@ def test_misuse_paths_end_with_the_boxes_the_pathologist_last_meant_in_postgres_
     assert ExpertAnnotation.objects.get(annotator=user, image_id=a).revision == 2
 
     # 2. reload mid-drawing: the draft comes back, with when it was kept
-    editor, _, box = _editor(page)
+    editor, _, box = open_editor(page)
     _draw(page, box, "3", (0.40, 0.20), (0.60, 0.45))
     expect(editor.locator("li[aria-label=region]")).to_have_count(1)
     _wait_for_draft(editor)
     page.reload()
-    editor, _, box = _editor(page)
+    editor, _, box = open_editor(page)
     assert _labels(editor) == ["LSIL"]
     expect(editor.locator("#editor-status")).to_contain_text("Restored your unsaved draft from")
     page.click("#submit-annotation")
@@ -127,7 +118,7 @@ def test_misuse_paths_end_with_the_boxes_the_pathologist_last_meant_in_postgres_
     assert not AnnotationDraft.objects.filter(assignment__image_id=b).exists()
 
     # 3. an empty submit asks once; "keep annotating" saves nothing, "yes" is a deliberate answer
-    editor, _, _ = _editor(page)
+    editor, _, _ = open_editor(page)
     page.click("#submit-annotation")
     question = editor.locator("#confirm-empty")
     expect(question).to_be_visible()
@@ -145,10 +136,10 @@ def test_misuse_paths_end_with_the_boxes_the_pathologist_last_meant_in_postgres_
 
     # 4. the same image in two tabs: the second tab saves first; the first tab's save is refused
     # (409), it reloads what is saved and says so; the pathologist adds their box and updates
-    editor, _, box = _editor(page)
+    editor, _, box = open_editor(page)
     second = page.context.new_page()
     second.goto(live_server.url + f"/annotate/{d}/")
-    editor2, _, box2 = _editor(second)
+    editor2, _, box2 = open_editor(second)
     _draw(second, box2, "6", (0.15, 0.15), (0.35, 0.35))
     expect(editor2.locator("li[aria-label=region]")).to_have_count(1)
     second.click("#submit-annotation")
@@ -162,7 +153,7 @@ def test_misuse_paths_end_with_the_boxes_the_pathologist_last_meant_in_postgres_
     expect(editor.locator("#editor-status")).to_contain_text(
         "This image was saved elsewhere since you opened it (revision 1); reloaded what is saved now.",
         timeout=30_000)
-    editor, _, box = _editor(page)
+    editor, _, box = open_editor(page)
     assert _labels(editor) == ["SCC"]
     assert _saved(user, d) == ["SCC"]
     expect(page.locator("#submit-annotation")).to_have_text("Update")
@@ -175,7 +166,7 @@ def test_misuse_paths_end_with_the_boxes_the_pathologist_last_meant_in_postgres_
     assert _saved(user, d) == ["ASC-H", "SCC"]
 
     # 5. log out while holding an image: it is released, the draft stays and comes back with it
-    editor, _, box = _editor(page)
+    editor, _, box = open_editor(page)
     _draw(page, box, "2", (0.30, 0.30), (0.50, 0.55))
     expect(editor.locator("li[aria-label=region]")).to_have_count(1)
     _wait_for_draft(editor)
@@ -188,7 +179,7 @@ def test_misuse_paths_end_with_the_boxes_the_pathologist_last_meant_in_postgres_
     page.goto(live_server.url + "/annotate/")
     page.locator("#start").click()
     page.wait_for_url(f"**/annotate/{e}/")
-    editor, _, _ = _editor(page)
+    editor, _, _ = open_editor(page)
     assert _labels(editor) == ["ASC-US"]
     page.click("#submit-annotation")
     page.wait_for_url(lambda url: "/annotate/" in url and not url.endswith(f"/annotate/{e}/"))
