@@ -1,4 +1,4 @@
-"""Reviewer pages: the disputed queue, the cluster review page and the agreement dashboard.
+"""Reviewer pages: the cluster review page, its decisions, their confirmations and audit rows.
 
 Django test client against the real PostgreSQL; annotations go in through annotation.services
 (save_expert_annotation, compute_consensus), as simulated and real experts' annotations do.
@@ -8,197 +8,26 @@ import re
 from datetime import timedelta
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import agreement, forms, selectors, services
+from annotation import forms, services
 from annotation.geometry import Box
-from annotation.models import (
-    Assignment,
-    AuditEntry,
-    Cluster,
-    ExpertReliability,
-    GroundTruthBox,
-    Image,
-    PredictionBox,
+from annotation.models import Assignment, AuditEntry, Cluster, GroundTruthBox, Image, PredictionBox
+from tests.annotation.review_pages.conftest import (
+    P1,
+    P2,
+    P3,
+    _annotate,
+    _confirmed,
+    _images,
+    _rows,
+    _token,
+    _url,
 )
-from tests.annotation.conftest import import_pngs
 
 pytestmark = pytest.mark.django_db
-
-P1 = (20.0, 20.0, 50.0, 50.0)
-P2 = (150.0, 100.0, 60.0, 60.0)
-P3 = (220.0, 30.0, 40.0, 40.0)
-P1_OFF = (27.0, 27.0, 50.0, 50.0)  # IoU 0.59 with P1: matched, but a weak overlap
-
-
-def _images(tmp_path, name: str, count: int, *, experts_per_image: int) -> list[Image]:
-    return import_pngs(tmp_path / f"in-{name}", name, count, seed=sum(map(ord, name)) * 100, size=(300, 200),
-                       prefix=f"{name}-", experts_per_image=experts_per_image)
-
-
-def _annotate(image: Image, drawings: dict) -> list[Cluster]:
-    """drawings: {expert: [(label, (x, y, w, h)), ...]}; then the image's consensus."""
-    for expert, boxes in drawings.items():
-        services.save_expert_annotation(
-            image=image, annotator=expert, origin="editor",
-            boxes=[Box(*xywh, label) for label, xywh in boxes],
-        )
-    assert services.compute_consensus(image=image) == "computed"
-    return list(Cluster.objects.filter(image=image).order_by("id"))
-
-
-@pytest.fixture
-def experts(make_user):
-    return [make_user(f"expert{i}@example.org", roles=["pathologist"]) for i in range(1, 4)]
-
-
-@pytest.fixture
-def reviewer(make_user):
-    return make_user("rita@example.org", roles=["reviewer"])
-
-
-@pytest.fixture
-def as_reviewer(client, reviewer):
-    client.force_login(reviewer)
-    return client
-
-
-@pytest.fixture
-def queue(tmp_path, experts):
-    """Dataset "rq", two experts per image, four disputes:
-    mild (ASC-H vs HSIL, oldest), severe (NILM vs HSIL), alone (LSIL, one expert), weak (weak overlap)."""
-    e1, e2, _ = experts
-    a, b, c, d = _images(tmp_path, "rq", 4, experts_per_image=2)
-    now = timezone.now()
-    found = {
-        "mild": _annotate(a, {e1: [("ASC-H", P1)], e2: [("HSIL", P1)]})[0],
-        "severe": _annotate(b, {e1: [("NILM", P1)], e2: [("HSIL", P1)]})[0],
-        "alone": _annotate(c, {e1: [("LSIL", P2)], e2: []})[0],
-        "weak": _annotate(d, {e1: [("LSIL", P1)], e2: [("LSIL", P1_OFF)]})[0],
-    }
-    for age, key in enumerate(("weak", "alone", "severe", "mild"), start=1):  # mild is the oldest
-        Cluster.objects.filter(pk=found[key].pk).update(created_at=now - timedelta(hours=age))
-    for cluster in found.values():
-        cluster.refresh_from_db()
-        assert cluster.status == "disputed"
-    assert found["mild"].reasons == ["label_split"] and found["severe"].reasons == ["label_split"]
-    assert found["alone"].reasons == ["too_few_experts"] and found["weak"].reasons == ["weak_overlap"]
-    assert found["severe"].risk == 10.0 and found["mild"].risk == 1.0
-    return found
-
-
-def _rows(response) -> list[int]:
-    return [int(pk) for pk in re.findall(r'<tr data-cluster="(\d+)"', response.content.decode())]
-
-
-def _url(cluster) -> str:
-    return reverse("review:cluster", args=[cluster.pk])
-
-
-def _token(response) -> str:
-    """The confirmation token of a 409 "confirm this decision" page."""
-    assert response.status_code == 409, response.status_code
-    return re.search(r'name="confirm" value="([0-9a-f]+)"', response.content.decode()).group(1)
-
-
-def _confirmed(client, url: str, data: dict, **kwargs):
-    """POST a decision that needs a confirmation, then confirm the statement it was shown."""
-    return client.post(url, {**data, "confirm": _token(client.post(url, data))}, **kwargs)
-
-
-# --- access -------------------------------------------------------------------------------------
-
-
-def test_a_pathologist_is_refused_every_review_page(client_as, queue):
-    client = client_as("pathologist")
-    assert client.get(reverse("review:disputes")).status_code == 403
-    assert client.get(_url(queue["severe"])).status_code == 403
-    assert client.post(_url(queue["severe"]), {"action": "label", "label": "NILM"}).status_code == 403
-    assert client.get(reverse("review:dashboard")).status_code == 403
-    assert client.post(reverse("review:dashboard"), {"dataset": "rq"}).status_code == 403
-    assert Cluster.objects.filter(status="disputed").count() == 4 and not AuditEntry.objects.exists()
-
-
-def test_an_admin_sees_the_dashboard_but_not_the_disputes(client_as, queue):
-    client = client_as("admin")
-    assert client.get(reverse("review:dashboard")).status_code == 200
-    assert client.get(reverse("review:disputes")).status_code == 403
-    assert client.get(_url(queue["severe"])).status_code == 403
-
-
-# --- the disputed queue -------------------------------------------------------------------------
-
-
-def test_the_queue_puts_the_riskiest_dispute_first(as_reviewer, queue):
-    rows = _rows(as_reviewer.get(reverse("review:disputes")))
-    assert rows == [queue[k].pk for k in ("severe", "alone", "mild", "weak")]  # risk 10, 3, 1, 0
-    assert rows.index(queue["severe"].pk) < rows.index(queue["mild"].pk)
-
-
-def test_the_queue_can_put_the_oldest_dispute_first(as_reviewer, queue):
-    rows = _rows(as_reviewer.get(reverse("review:disputes"), {"sort": "oldest"}))
-    assert rows == [queue[k].pk for k in ("mild", "severe", "alone", "weak")]
-
-
-def test_each_row_shows_thumbnail_votes_reasons_risk_and_age(as_reviewer, queue):
-    html = as_reviewer.get(reverse("review:disputes")).content.decode()
-    row = html[html.index(f'data-cluster="{queue["alone"].pk}"'):]
-    row = row[:row.index("</tr>")]
-    image = Image.objects.get(pk=queue["alone"].image_id)
-    assert image.thumbnail and f'href="{image.thumbnail.url}"' in row and image.thumbnail.url.startswith("/media/")
-    assert "rq" in row and "LSIL" in row and "not drawn" in row
-    assert "too few experts" in row and ">3<" in row  # risk: LSIL called negative
-    assert "hour" in row and f'href="{_url(queue["alone"])}"' in row
-    assert re.search(r'class="muted nowrap found-at">\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2} UTC<', row)
-
-
-def test_the_queue_filters_by_reason_with_counts(as_reviewer, queue):
-    response = as_reviewer.get(reverse("review:disputes"), {"reason": "weak_overlap"})
-    assert _rows(response) == [queue["weak"].pk]
-    assert _rows(as_reviewer.get(reverse("review:disputes"), {"reason": "label_split"})) == [
-        queue["severe"].pk, queue["mild"].pk]
-    html = as_reviewer.get(reverse("review:disputes")).content.decode()
-    assert re.search(r'data-reason="label_split">label split <span class="n">2</span>', html)
-    assert re.search(r'data-reason="too_few_experts">too few experts <span class="n">1</span>', html)
-
-
-def test_the_queue_filters_by_a_grade_some_expert_gave(as_reviewer, queue):
-    assert _rows(as_reviewer.get(reverse("review:disputes"), {"grade": "NILM"})) == [queue["severe"].pk]
-    assert _rows(as_reviewer.get(reverse("review:disputes"), {"grade": "HSIL", "sort": "oldest"})) == [
-        queue["mild"].pk, queue["severe"].pk]
-    assert _rows(as_reviewer.get(reverse("review:disputes"), {"grade": "SCC"})) == []
-
-
-def test_the_queue_filters_by_dataset(as_reviewer, queue, tmp_path, experts):
-    (other,) = _images(tmp_path, "rq-two", 1, experts_per_image=2)
-    (elsewhere,) = _annotate(other, {experts[0]: [("ASC-US", P1)], experts[1]: [("LSIL", P1)]})
-    assert _rows(as_reviewer.get(reverse("review:disputes"), {"dataset": "rq-two"})) == [elsewhere.pk]
-    assert len(_rows(as_reviewer.get(reverse("review:disputes"), {"dataset": "rq"}))) == 4
-    assert len(_rows(as_reviewer.get(reverse("review:disputes")))) == 5
-
-
-def test_an_htmx_filter_change_gets_only_the_queue_partial(as_reviewer, queue):
-    response = as_reviewer.get(reverse("review:disputes"), {"reason": "too_few_experts"}, headers={"HX-Request": "true"})
-    html = response.content.decode()
-    assert response.status_code == 200 and "<html" not in html and html.lstrip().startswith('<section id="queue"')
-    assert _rows(response) == [queue["alone"].pk]
-    assert 'href="/review/?reason=label_split"' in html and 'hx-get="/review/?reason=label_split"' in html
-
-
-def test_disputes_on_images_the_reviewer_annotated_are_hidden_from_them(client, queue, experts, settings):
-    from cytoloop.roles import Role, set_roles
-
-    expert = experts[0]  # annotated every image of the queue
-    set_roles(expert, [Role.REVIEWER])
-    client.force_login(expert)
-    response = client.get(reverse("review:disputes"))
-    assert _rows(response) == []
-    assert "4 more on images you annotated yourself are hidden" in response.content.decode()
-    settings.REVIEWERS_MAY_RESOLVE_OWN_IMAGES = True
-    assert len(_rows(client.get(reverse("review:disputes")))) == 4
 
 
 # --- the review page ----------------------------------------------------------------------------
@@ -391,125 +220,6 @@ def test_an_adjusted_box_keeps_the_clusters_label_unless_another_is_given():
     assert form.is_valid() and form.cleaned_data["box"] == Box(1.0, 2.0, 3.0, 4.0, "HSIL")
     assert form.decision().box == (1.0, 2.0, 3.0, 4.0)
 
-
-# --- the agreement dashboard --------------------------------------------------------------------
-
-
-@pytest.fixture
-def panel(tmp_path, experts):
-    """Dataset "panel": three experts, four images, agreed and disputed clusters."""
-    e1, e2, e3 = experts
-    i1, i2, i3, i4 = _images(tmp_path, "panel", 4, experts_per_image=3)
-    _annotate(i1, {e1: [("HSIL", P1), ("LSIL", P2)], e2: [("HSIL", P1), ("LSIL", P2)],
-                   e3: [("HSIL", P1), ("ASC-US", P2)]})
-    _annotate(i2, {e1: [("NILM", P1)], e2: [("NILM", P1), ("ASC-H", P3)], e3: [("ASC-US", P1), ("HSIL", P3)]})
-    _annotate(i3, {e1: [("SCC", P2)], e2: [("HSIL", P2)], e3: [("SCC", P2)]})
-    _annotate(i4, {e1: [("LSIL", P1), ("ASC-US", P3)], e2: [("ASC-US", P1)], e3: [("LSIL", P1), ("ASC-US", P3)]})
-    return i1.dataset
-
-
-def _number(html: str, element_id: str) -> float:
-    return float(re.search(rf'id="{element_id}">([-0-9.]+)<', html).group(1))
-
-
-def test_the_dashboard_numbers_are_annotation_agreement_on_the_same_clusters(client_as, panel, experts):
-    labels, consensus, columns, _ = selectors.cluster_label_matrix(panel)
-    assert len(labels) == 7 and columns == [e.pk for e in experts]
-    full = labels[(labels >= 0).sum(axis=1) == 3]
-    fleiss = agreement.fleiss_kappa(agreement.category_counts(full))
-    alpha = agreement.krippendorff_alpha(agreement.reliability_data(labels), "ordinal", n_categories=6)
-    agree = agreement.agreement_with_consensus(labels, consensus)
-    reliability = agreement.dawid_skene(labels).reliability
-    kappas = agreement.pairwise_cohen(labels, weights="quadratic")
-
-    response = client_as("reviewer").get(reverse("review:dashboard"), {"dataset": "panel"})
-    html = response.content.decode()
-    stats = response.context["stats"]
-    assert stats["fleiss"] == pytest.approx(fleiss) and stats["fleiss_items"] == len(full)
-    assert stats["alpha"] == pytest.approx(alpha)
-    assert _number(html, "fleiss") == pytest.approx(fleiss, abs=5e-4)
-    assert _number(html, "alpha") == pytest.approx(alpha, abs=5e-4)
-    for j, expert in enumerate(experts):
-        card = html[html.index(f'id="expert-{expert.pk}"'):]
-        card = card[:card.index("</article>")]
-        assert f'data-value="{agree[j]:.6f}"' in card
-        assert f'data-value="{reliability[j]:.6f}"' in card and ">live<" in card
-        assert f'<dd class="n-clusters">{int((labels[:, j] >= 0).sum())}</dd>' in card
-        confusion = agreement.confusion_against(labels[:, j], consensus)
-        assert response.context["experts"][j]["confusion"] == confusion.tolist()
-        assert f'id="confusion-{expert.pk}"' in card and card.count('<g class="cell ') == 36
-    assert len(kappas) == 3
-    for (i, j), kappa in kappas.items():
-        for a, b in ((i, j), (j, i)):  # the table is symmetric
-            shown = re.search(rf'data-pair="{a}-{b}" data-kappa="([^"]+)"', html).group(1)
-            assert (shown == "nan" and np.isnan(kappa)) or float(shown) == pytest.approx(kappa, abs=1e-6)
-    assert _number(html, "n-clusters") == 7
-
-
-def test_the_dashboard_per_class_and_over_time(client_as, panel):
-    response = client_as("reviewer").get(reverse("review:dashboard"), {"dataset": "panel"})
-    html = response.content.decode()
-    classes = {row["label"]: row for row in response.context["classes"]}
-    clusters = Cluster.objects.filter(image__dataset=panel)
-    for label, row in classes.items():
-        mine = clusters.filter(label=label)
-        assert row["clusters"] == mine.count()
-        assert row["reviewed"] == mine.filter(status__in=["disputed", "resolved"]).count()
-        if mine.exists():
-            assert row["mean_vote_share"] == pytest.approx(np.mean([c.vote_share for c in mine]))
-    points = response.context["over_time"]["points"]
-    assert len(points) == 1 and points[0]["clusters"] == 7
-    assert points[0]["agreed"] == clusters.filter(status="agreed").count()
-    assert 'id="agreement-over-time"' in html and 'class="dot"' in html
-
-
-def test_agreement_over_time_stays_put_when_consensus_is_recomputed_later(client_as, panel):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from annotation.models import Image
-    from annotation.services import recompute_dataset
-
-    first = timezone.now() - timedelta(days=3)
-    Image.objects.filter(dataset=panel).update(consensus_at=first)
-    before = client_as("reviewer").get(reverse("review:dashboard"), {"dataset": "panel"}).context["over_time"]
-    recompute_dataset(dataset=panel, force=True)  # rebuilds every cluster row today
-    after = client_as("admin").get(reverse("review:dashboard"), {"dataset": "panel"}).context["over_time"]
-    assert [p["start"] for p in after["points"]] == [p["start"] for p in before["points"]] == [first.date()]
-    assert after["points"][0]["clusters"] == before["points"][0]["clusters"] == 7
-
-
-def test_recompute_stores_dawid_skene_reliability_through_the_service(client_as, panel, experts):
-    client = client_as("admin")
-    response = client.post(reverse("review:dashboard"), {"dataset": "panel"}, follow=True)
-    assert response.redirect_chain[-1][0] == reverse("review:dashboard") + "?dataset=panel"
-    rows = {r.user_id: r for r in ExpertReliability.objects.filter(dataset=panel)}
-    assert set(rows) == {e.pk for e in experts}
-    html = response.content.decode()
-    assert "recomputed (Dawid-Skene) and stored" in html and ">stored<" in html
-    card = html[html.index(f'id="expert-{experts[0].pk}"'):]
-    assert f'data-value="{rows[experts[0].pk].reliability:.6f}"' in card[:card.index("</article>")]
-
-
-def test_the_dashboard_handles_a_dataset_without_clusters_and_no_dataset(client_as, tmp_path):
-    client = client_as("reviewer")
-    assert "No dataset yet" in client.get(reverse("review:dashboard")).content.decode()
-    _images(tmp_path, "fresh", 2, experts_per_image=3)
-    response = client.get(reverse("review:dashboard"), {"dataset": "fresh"})
-    assert response.status_code == 200 and "has no clusters yet" in response.content.decode()
-    assert client.post(reverse("review:dashboard"), {"dataset": "fresh"}).status_code == 302
-    assert not ExpertReliability.objects.exists()
-
-
-def test_the_dashboard_dataset_chips_update_by_htmx(client_as, panel, tmp_path):
-    _images(tmp_path, "fresh", 1, experts_per_image=3)
-    client = client_as("reviewer")
-    html = client.get(reverse("review:dashboard"), {"dataset": "fresh"}, headers={"HX-Request": "true"}).content.decode()
-    assert "<html" not in html and html.lstrip().startswith('<section id="agreement"')
-    assert 'hx-get="/review/agreement/?dataset=panel"' in html and 'href="/review/agreement/?dataset=panel"' in html
-    default = client.get(reverse("review:dashboard"))  # the first dataset with clusters
-    assert default.context["dataset"] == panel
 
 
 # --- decisions that matter ask first and can be changed; audit rows on their own object -----------
