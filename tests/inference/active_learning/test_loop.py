@@ -1,12 +1,11 @@
-"""Simulated active learning (inference/active_learning/ and the al_simulate command).
+"""Simulated active learning (inference/active_learning/): the loop and its refusals.
 
 The loop's mechanics run with a fast NumPy nearest-centroid classifier that records what it was
-trained on; one short run trains the real (tiny) ResNeSt; the command runs in a child process.
+trained on; one short run trains the real (tiny) ResNeSt.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,85 +15,25 @@ import pytest
 
 from inference.active_learning import (
     ClusterSet,
-    Efficiency,
     EnsembleClassifier,
     augment_tta,
     ensemble_trainer,
-    format_efficiency,
-    format_table,
-    label_efficiency,
-    labels_to_reach,
     members_tta,
     model_seed,
     plan_splits,
     simulate,
-    summarize,
 )
 from inference.strategies import STRATEGIES, UnknownStrategy, get_strategy, simulation_strategy
 from inference.uncertainty import Predictions, select, select_diverse
+from tests.inference.active_learning.conftest import (
+    Centroids,
+    RecordingTrainer,
+    labelled_at,
+    make_clusters,
+    run,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-
-# --- a fast fake classifier ----------------------------------------------------------------
-
-
-def make_clusters(n_images=24, per_image=6, side=4, seed=0) -> ClusterSet:
-    """Crops whose pixels are a class pattern plus noise: learnable, never two alike."""
-    rng = np.random.default_rng(seed)
-    patterns = rng.uniform(40, 215, size=(6, side, side, 3))
-    labels = rng.integers(0, 6, size=n_images * per_image)
-    noise = rng.normal(0, 45, size=(labels.size, side, side, 3))
-    images = np.clip(patterns[labels] + noise, 0, 255).astype(np.uint8)
-    image_ids = np.repeat(np.arange(100, 100 + n_images), per_image)
-    return ClusterSet(images, labels, image_ids)
-
-
-class Centroids:
-    """Nearest centroid on the flattened pixels; softmax of -distance / temperature (classes
-    never seen get probability 0). Deterministic; the embedding is the pixels themselves."""
-
-    def __init__(self, images, labels):
-        x = self.features(images)
-        self.classes = np.unique(labels)
-        self.centres = np.stack([x[labels == k].mean(axis=0) for k in self.classes])
-
-    @staticmethod
-    def features(images):
-        return images.reshape(len(images), -1).astype(np.float64) / 255.0
-
-    def predict(self, images):
-        x = self.features(images)
-        d = np.sqrt(((x[:, None, :] - self.centres[None]) ** 2).sum(axis=2))
-        logits = -d / 0.5
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        probs = np.zeros((len(x), 6))
-        probs[:, self.classes] = p / p.sum(axis=1, keepdims=True)
-        return probs, x.astype(np.float32)
-
-
-class RecordingTrainer:
-    """train(images, labels, seed) -> Centroids, remembering every call's crops and seed."""
-
-    def __init__(self, clusters: ClusterSet):
-        self.index_of = {img.tobytes(): i for i, img in enumerate(clusters.images)}
-        self.calls: list[tuple[list[int], int]] = []
-
-    def __call__(self, images, labels, seed):
-        self.calls.append(([self.index_of[img.tobytes()] for img in images], seed))
-        return Centroids(images, labels)
-
-
-def run(clusters, strategies, seeds=(0, 1), rounds=3, batch=5, initial=4, **kw):
-    trainer = RecordingTrainer(clusters)
-    result = simulate(clusters, strategies, train=trainer, rounds=rounds, batch=batch, seeds=seeds,
-                      initial=initial, **kw)
-    return result, trainer
-
-
-def labelled_at(curve, r):
-    return np.sort(np.concatenate([curve.initial, *curve.picked[:r]]).astype(int))
-
+ROOT = Path(__file__).resolve().parents[3]
 
 # --- the loop ------------------------------------------------------------------------------
 
@@ -341,83 +280,7 @@ def test_duplicated_strategies_are_refused():
         simulate(make_clusters(), ["entropy", "random", "entropy"], train=None, rounds=1, batch=2)
 
 
-# --- summary and label efficiency ------------------------------------------------------------
-
-
-def summary_of(curves: dict[str, list[float]], labels=(10, 20, 30, 40)):
-    return {name: {"labels": list(labels), "mean": list(v), "sd": [0.0] * len(v)} for name, v in curves.items()}
-
-
-def test_efficiency_interpolates_the_labels_needed():
-    summary = summary_of({"random": [0.2, 0.3, 0.4, 0.5], "entropy": [0.2, 0.45, 0.55, 0.6],
-                          "margin": [0.2, 0.3, 0.5, 0.5]})
-    eff = label_efficiency(summary)
-    assert eff.target == 0.5 and eff.baseline_labels == 40
-    assert eff.needed == {"entropy": pytest.approx(25.0), "margin": pytest.approx(30.0)}
-    assert eff.best == "entropy" and eff.ratio == pytest.approx(25 / 40) and not eff.goal_met
-    line = format_efficiency(eff)
-    assert "best entropy reaches it at 25 labels = 0.62 of random's" in line and "not met" in line
-
-
-def test_efficiency_meets_the_goal_at_half_the_labels():
-    eff = label_efficiency(summary_of({"random": [0.2, 0.3, 0.4, 0.5], "entropy": [0.3, 0.5, 0.6, 0.7]}))
-    assert eff.needed["entropy"] == 20.0 and eff.ratio == 0.5 and eff.goal_met
-
-
-def test_efficiency_says_not_reached():
-    eff = label_efficiency(summary_of({"random": [0.2, 0.3, 0.4, 0.5], "entropy": [0.2, 0.3, 0.4, 0.49]}))
-    assert eff == Efficiency(target=0.5, baseline_labels=40, start=0.2, needed={"entropy": None}, best=None,
-                             ratio=None)
-    assert "not reached by any other strategy" in format_efficiency(eff)
-    assert label_efficiency(summary_of({"entropy": [0.1, 0.2, 0.3, 0.4]})) is None  # no random
-
-
-def test_efficiency_is_undefined_when_random_does_not_rise():
-    eff = label_efficiency(summary_of({"random": [0.3, 0.25, 0.3, 0.28], "entropy": [0.3, 0.2, 0.2, 0.2]}))
-    assert not eff.defined and eff.best is None and eff.ratio is None and not eff.goal_met
-    assert eff.needed == {"entropy": 10.0}  # "reached" at the start: the reason it is undefined
-    line = format_efficiency(eff)
-    assert "undefined: that is not above the 30.0 every strategy starts from" in line
-    assert "not assessable" in line and "met" not in line
-    assert label_efficiency(summary_of({"random": [0.3, 0.31], "margin": [0.3, 0.2]}, labels=(5, 10))).defined
-
-
-def test_efficiency_seed_by_seed_pairs_each_seed_with_its_own_random_curve():
-    from inference.active_learning import Curve, SimulationResult
-
-    def curves(*values):
-        return [Curve(seed=i, initial=[], labels=[10, 20, 30, 40], macro_f1=list(v)) for i, v in enumerate(values)]
-
-    result = SimulationResult(
-        strategies=["random", "entropy"], seeds=[0, 1, 2], rounds=3, batch=10, initial=10, test_fraction=0.25,
-        curves={"random": curves([0.2, 0.3, 0.3, 0.4], [0.3, 0.5, 0.6, 0.7], [0.5, 0.4, 0.4, 0.45]),
-                "entropy": curves([0.2, 0.6, 0.6, 0.6], [0.3, 0.5, 0.6, 0.6], [0.5, 0.7, 0.7, 0.7])},
-        splits=[])
-    eff = label_efficiency(summarize(result), result=result)
-    assert eff.best == "entropy"
-    # seed 0: 0.4 reached at 15 of 40 labels; seed 1: 0.7 never reached; seed 2: random does not rise
-    assert eff.per_seed == [pytest.approx(0.375), None, None] and eff.seeds_meeting_goal == 1
-    assert "seed by seed against that seed's random: 0.38, -, - (1 of 3 seeds <= 0.5)" in format_efficiency(eff)
-    assert eff.to_json()["seeds_meeting_goal"] == 1
-    assert label_efficiency(summarize(result)).per_seed is None  # means only without the result
-
-
-def test_labels_to_reach_starts_at_the_first_point_and_needs_a_crossing():
-    assert labels_to_reach([10, 20], [0.6, 0.7], 0.5) == 10.0
-    assert labels_to_reach([10, 20, 30], [0.1, 0.3, 0.2], 0.2) == 15.0
-    assert labels_to_reach([10, 20], [0.1, 0.3], 0.31) is None
-
-
-def test_summary_and_table_show_mean_and_sample_sd_per_round():
-    result, _ = run(make_clusters(), ["random", "entropy"], seeds=(0, 1, 2), rounds=2)
-    summary = summarize(result)
-    f1 = np.asarray([c.macro_f1 for c in result.curves["entropy"]])
-    assert summary["entropy"]["labels"] == [4, 9, 14]
-    assert np.allclose(summary["entropy"]["mean"], f1.mean(axis=0))
-    assert np.allclose(summary["entropy"]["sd"], f1.std(axis=0, ddof=1))
-    table = format_table(summary_of({"random": [0.2, 0.35], "entropy": [0.2, 0.4]}, labels=(10, 20)))
-    assert table.splitlines() == ["| labels | random | entropy |", "|---|---|---|",
-                                  "| 10 | 20.0 +- 0.0 | 20.0 +- 0.0 |", "| 20 | 35.0 +- 0.0 | 40.0 +- 0.0 |"]
+# --- what the package imports ------------------------------------------------------------
 
 
 def test_the_module_imports_neither_django_nor_tensorflow():
@@ -450,124 +313,3 @@ def test_a_short_run_trains_the_tiny_resnest(tmp_path):
         assert all(0.0 <= f <= 1.0 for f in curve.macro_f1)
     assert len(lines) == 2 and lines[0].startswith("seed 0 | every strategy | round 0/1: 4 labels")
     assert list(tmp_path.iterdir()) == []  # round checkpoints are cleaned up
-
-
-# --- the command ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    return tmp_path / "media"
-
-
-@pytest.fixture
-def synthetic(media, synthetic_dataset):
-    """A small synthetic dataset "al-synth" imported into the test database (MEDIA_ROOT: media)."""
-    return synthetic_dataset("al-synth", 16, seed=5)
-
-
-def command(*args, media_root=None, timeout=120):
-    from tests.helpers import child_env, manage
-
-    env = child_env()
-    if media_root is not None:
-        env |= {"MEDIA_ROOT": str(media_root), "TEST_MEDIA_ROOT": str(media_root)}
-    return manage("al_simulate", *args, env=env, timeout=timeout)
-
-
-def one_line_error(done, text):
-    assert done.returncode != 0
-    assert text in done.stderr, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_command_refuses_an_unknown_dataset_listing_the_known_ones():
-    from annotation.services import ensure_dataset
-
-    ensure_dataset(name="there")
-    one_line_error(command("nope"), "no dataset named 'nope'; known: there")
-
-
-@pytest.mark.django_db(transaction=True)
-def test_command_refuses_an_unknown_strategy_listing_the_known_ones():
-    from annotation.services import ensure_dataset
-
-    ensure_dataset(name="there")
-    done = command("there", "--strategies", "random,entropie")
-    one_line_error(done, "unknown strategy 'entropie'; known: ")
-    assert "margin" in done.stderr and "+diverse" in done.stderr
-
-
-@pytest.mark.django_db(transaction=True)
-def test_command_refuses_detector_strategies_saying_why():
-    from annotation.services import ensure_dataset
-
-    ensure_dataset(name="there")
-    one_line_error(command("there", "--strategies", "random,detector_disagreement"),
-                   "'detector_disagreement' needs detector scores")
-
-
-@pytest.mark.django_db(transaction=True)
-def test_command_refuses_committee_scores_without_an_ensemble():
-    from annotation.services import ensure_dataset
-
-    ensure_dataset(name="there")
-    one_line_error(command("there", "--strategies", "random,tta_bald", "--tta", "ensemble"),
-                   "--tta ensemble compares the members of an --ensemble of at least 2")
-    one_line_error(command("there", "--ensemble", "0"), "--ensemble must be at least 1")
-
-
-@pytest.mark.django_db(transaction=True)
-def test_command_refuses_too_few_clusters_for_the_rounds(synthetic, media):
-    done = command("al-synth", "--rounds", "10", "--batch", "10", media_root=media)
-    one_line_error(done, "al-synth: seed 0: the pool has")
-    assert "fewer than the 110 the run reveals" in done.stderr
-
-
-SIMULATION = ("al-synth", "--strategies", "random,tta_bald", "--rounds", "1", "--batch", "3", "--initial", "4",
-              "--seeds", "1", "--input-size", "32", "--steps", "2", "--batch-size", "8",
-              "--ensemble", "2", "--tta", "ensemble")
-
-
-@pytest.mark.django_db(transaction=True)
-def test_command_prints_the_curves_and_writes_json_and_png_with_a_fast_learner(synthetic, media, tmp_path,
-                                                                               monkeypatch):
-    """The short version of the next test (slow: six Keras trainings in a fresh process): the
-    command in this process, its crops learnt by the nearest-centroid fake instead of ResNeSt."""
-    import io
-
-    from django.core.management import call_command
-
-    import inference.active_learning
-
-    monkeypatch.setattr(inference.active_learning, "keras_trainer",
-                        lambda config, workdir=None: lambda images, labels, seed: Centroids(images, labels))
-    stdout = io.StringIO()
-    call_command("al_simulate", *SIMULATION, "--out", str(tmp_path / "res"), stdout=stdout)
-    _assert_curves_json_and_png(stdout.getvalue(), tmp_path / "res")
-
-
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_command_prints_the_curves_and_writes_json_and_png(synthetic, media, tmp_path):
-    done = command(*SIMULATION, "--out", str(tmp_path / "res"), media_root=media, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    _assert_curves_json_and_png(done.stdout, tmp_path / "res")
-
-
-def _assert_curves_json_and_png(stdout, out):
-    assert "| labels | random | tta_bald |" in stdout
-    assert "\n| 4 | " in stdout and "\n| 7 | " in stdout
-    assert "label efficiency: target = random's final test macro-F1" in stdout
-    assert "seed 0 | tta_bald | round 1/1: 7 labels" in stdout
-    assert "6 trainings of 2 steps" in stdout  # 1 seed x (1 + 2 strategies x 1 round) x 2 members
-    saved = json.loads((out / "al_simulate.json").read_text())
-    assert saved["dataset"] == "al-synth" and saved["seeds"] == [0]
-    assert saved["options"]["ensemble"] == 2 and saved["options"]["tta"] == "ensemble"
-    assert saved["summary"]["tta_bald"]["labels"] == [4, 7]
-    assert [len(c["macro_f1"]) for c in saved["curves"]["random"]] == [2]
-    assert "ratio" in saved["efficiency"]
-    png = (out / "al_curve.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 5000
