@@ -8,7 +8,8 @@ CONTRIBUTING.md):
    never imports (at the top, inside a function, or under ``TYPE_CHECKING``) an app above its own.
 2. No import cycle between modules, counting every import: those that run when a module is
    imported and the function-local ones too (a local import that only hides a cycle is still one).
-3. A module over 500 lines says why in its docstring, on a line starting ``Long because``.
+3. A module over 500 lines (the apps', and those under bench/, scripts/ and tests/) says why in its
+   docstring, on a line starting ``Long because``.
 4. Pure modules (math: consensus, agreement, smoothing, augmentation, networks, losses, metrics,
    uncertainty...) import no Django, directly or through any project module they import.
 """
@@ -37,7 +38,7 @@ LAYERS = {"cytoloop": 0, "annotation": 1, "training": 2, "inference": 3}
 MAX_LINES = 500
 LONG_REASON = re.compile(r"^\s*Long because\b", re.MULTILINE)
 # other Python the line rule covers (its imports are not layered: tests and benchmarks use every app)
-EXTRA_LINE_ROOTS = ("bench", "scripts")
+EXTRA_LINE_ROOTS = ("bench", "scripts", "tests")
 
 # Pure modules: each entry names a module or a package (the package and all it holds). A module
 # whose docstring says "no Django import" is held to it as well (see declared_pure).
@@ -367,12 +368,17 @@ def test_no_import_cycle_between_modules():
 # --- 3. length -------------------------------------------------------------------------------
 
 
-def long_modules_without_reason() -> list[str]:
+def line_checked_paths() -> list[Path]:
+    """The app modules (migrations aside) and every Python file under EXTRA_LINE_ROOTS."""
     paths = [m.path for m in modules().values() if "migrations" not in m.path.parts]
     for extra in EXTRA_LINE_ROOTS:
         paths += sorted((ROOT / extra).rglob("*.py"))
+    return sorted(set(paths))
+
+
+def long_modules_without_reason() -> list[str]:
     found = []
-    for path in sorted(set(paths)):
+    for path in line_checked_paths():
         text = path.read_text(encoding="utf-8")
         lines = len(text.splitlines())
         if lines <= MAX_LINES:
@@ -381,6 +387,12 @@ def long_modules_without_reason() -> list[str]:
         if not LONG_REASON.search(docstring):
             found.append(f"{path.relative_to(ROOT)}: {lines} lines")
     return found
+
+
+def test_the_length_rule_reads_the_tests_too():
+    checked = line_checked_paths()
+    assert Path(__file__).resolve() in checked
+    assert ROOT / "tests" / "annotation" / "formats" / "conftest.py" in checked
 
 
 def test_no_module_over_500_lines_without_a_reason_at_its_top():
