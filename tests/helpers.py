@@ -54,6 +54,16 @@ def wait_for_http(url: str, *, timeout: float = 60.0, proc: subprocess.Popen | N
     wait_until(answered, timeout=timeout, message=f"{url} did not answer")
 
 
+def choose_label(page, editor, key: str, label: str) -> None:
+    """Press a label's key on the annotate page (``page``) and wait until the editor (its frame
+    locator ``editor``) has chosen ``label``: the key travels to the iframe by postMessage, so a
+    drag made at once may otherwise start before the label is chosen and draw nothing."""
+    from playwright.sync_api import expect
+
+    page.keyboard.press(key)
+    expect(editor.locator(f"body[data-label='{label}']")).to_have_count(1)
+
+
 def drag(page, box: dict, start, end, *, steps: int = 5) -> tuple[float, float]:
     """Drag the mouse (Playwright ``page``) from ``start`` to ``end``, (x, y) fractions of ``box``
     (a bounding box in page coordinates), through their midpoint; returns the width and height

@@ -276,7 +276,18 @@
     const control = labelControl();
     const label = control && control.children ? control.children.find((c) => c.value === value) : null;
     if (label && typeof label.onHotKey === "function") label.onHotKey();
+    reportLabel();
   }
+
+  // Which label a new box gets now (body[data-label], "" for none): set after every label key,
+  // whether Label Studio's own hotkeys (focus in the editor) or the page's (chooseLabel) chose it,
+  // so the page and the browser tests can wait for the choice instead of racing it.
+  function reportLabel() {
+    const control = labelControl();
+    const chosen = control && control.children ? control.children.find((c) => c.selected) : null;
+    document.body.dataset.label = chosen ? chosen.value : "";
+  }
+  document.addEventListener("keyup", () => setTimeout(reportLabel, 0), true);
 
   // Label Studio ignores a submit while it still holds the previous one (at least 0.5 s, even
   // when the server answered at once): wait for it rather than drop the pathologist's click.

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from annotation.models import Assignment, ExpertAnnotation, Image
 from annotation.services import ensure_dataset, import_images
 from annotation.synthetic import SyntheticConfig, generate_image
-from tests.helpers import drag
+from tests.helpers import choose_label, drag
 
 pytestmark = pytest.mark.e2e
 
@@ -74,11 +74,11 @@ def test_pathologist_draws_two_labelled_boxes_and_submits(
     scale = WIDTH / box["width"]  # image pixels per screen pixel
 
     # label 1 (NILM) then a box, label 5 (HSIL) then another
-    page.keyboard.press("1")
+    choose_label(page, editor, "1", "NILM")
     w1, h1 = drag(page, box, (0.10, 0.15), (0.30, 0.40))
     regions = editor.locator("li[aria-label=region]")
     expect(regions).to_have_count(1)  # the box is made (Label Studio then lets go of the label)
-    page.keyboard.press("5")
+    choose_label(page, editor, "5", "HSIL")
     w2, h2 = drag(page, box, (0.55, 0.50), (0.85, 0.85))
     expect(regions).to_have_count(2)
     assert [t.split()[-1] for t in regions.all_inner_texts()] == ["NILM", "HSIL"]
@@ -161,7 +161,7 @@ def test_keys_from_the_page_reach_the_editor_and_a_refused_submit_keeps_the_boxe
 
     # the focus is on the platform page (its side panel), not in the editor: "3" still picks LSIL
     page.locator("#image-name").click()
-    page.keyboard.press("3")
+    choose_label(page, editor, "3", "LSIL")
     drag(page, box, (0.40, 0.20), (0.60, 0.45))
     expect(editor.locator("li[aria-label=region]")).to_have_count(1)
 

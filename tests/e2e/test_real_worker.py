@@ -21,6 +21,7 @@ from annotation.geometry import Box
 from annotation.models import Cluster, Image, ImportJob
 from annotation.services import ensure_dataset, import_images, next_assignment, submit_annotation
 from inference.models import ImagePrediction, PredictionJob
+from tests.helpers import choose_label
 from tests.inference import test_prediction_job as prediction_tests
 from training.models import ModelVersion, TrainingRun
 
@@ -121,7 +122,7 @@ def test_the_worker_computes_consensus_when_the_last_expert_submits_in_the_brows
     page.get_by_role("button", name="Start annotating").click()
     page.wait_for_url(re.compile(rf".*/annotate/{image.pk}/$"))
     editor, _, shown = open_editor(page)
-    page.keyboard.press("5")
+    choose_label(page, editor, "5", "HSIL")
     page.mouse.move(shown["x"] + 0.3 * shown["width"], shown["y"] + 0.3 * shown["height"])
     page.mouse.down()
     page.mouse.move(shown["x"] + 0.6 * shown["width"], shown["y"] + 0.6 * shown["height"], steps=10)
