@@ -6,15 +6,9 @@ from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquer
 
 from annotation.models import Dataset, Image, PredictionBox
 from inference.models import ImagePrediction, PredictionJob, RankedImage, RankingRound
-from training.models import ModelKind, ModelVersion
+from training.models import ModelVersion
 
 ACTIVE_JOBS = (PredictionJob.Status.QUEUED, PredictionJob.Status.RUNNING)
-
-
-def promoted_versions() -> dict[str, ModelVersion]:
-    """The promoted version of each kind that has one ({"detector": ..., "classifier": ...})."""
-    versions = ModelVersion.objects.filter(promoted=True).select_related("dataset_version__dataset", "run")
-    return {v.kind: v for v in versions if v.kind in ModelKind.values}
 
 
 def datasets_for_prediction() -> QuerySet[Dataset]:

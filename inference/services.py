@@ -27,6 +27,7 @@ from inference.pipeline import PipelineConfig, load_pipeline
 from inference.strategies import StrategyRefused, UnknownStrategy, round_strategy
 from inference.uncertainty import Predictions, select, select_diverse
 from training.models import ModelKind, ModelVersion
+from training.selectors import promoted_versions
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class InferenceRefused(Exception):
 
 def promoted_pair() -> tuple[ModelVersion, ModelVersion]:
     """The promoted detector and classifier, or a refusal naming what is missing."""
-    found = {v.kind: v for v in ModelVersion.objects.filter(promoted=True)}
+    found = promoted_versions()
     missing = [kind for kind in (ModelKind.DETECTOR, ModelKind.CLASSIFIER) if kind not in found]
     if missing:
         raise InferenceRefused(

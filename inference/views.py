@@ -28,6 +28,7 @@ from inference.services import InferenceRefused
 from inference.strategies import NOT_FOR_ROUNDS, ROUND_STRATEGIES, STRATEGIES
 from training.models import ModelKind
 from training.promotion import figures_of
+from training.selectors import promoted_versions
 
 #: Ranked images per page of a round (the selected ones come first).
 PAGE_SIZE = 24
@@ -66,7 +67,7 @@ def _threshold(detector) -> dict:
 
 
 def _models_context() -> dict:
-    promoted = selectors.promoted_versions()
+    promoted = promoted_versions()
     detector, classifier = promoted.get(ModelKind.DETECTOR), promoted.get(ModelKind.CLASSIFIER)
     missing = [kind for kind, v in ((ModelKind.DETECTOR, detector), (ModelKind.CLASSIFIER, classifier)) if v is None]
     return {

@@ -7,7 +7,8 @@ from django.urls import reverse
 
 from cytoloop.home import section
 from cytoloop.roles import Role
-from training.models import ModelVersion, TrainingRun
+from training.models import TrainingRun
+from training.selectors import promoted_versions
 
 RUNNING = 5
 
@@ -16,7 +17,7 @@ RUNNING = 5
 def training(request) -> dict:
     active = TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
     runs = list(active.order_by("-created_at", "-id")[:RUNNING])
-    promoted = list(ModelVersion.objects.filter(promoted=True).order_by("kind"))
+    promoted = list(promoted_versions().values())
     return {
         "count": active.count(),
         "runs": [{"run": r, "url": reverse("training:run", args=[r.pk])} for r in runs],

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from training.models import ModelKind, ModelVersion
+from training.selectors import promoted_version
 
 #: per kind: (key, label, floor setting or None), the headline figure first
 FIGURES: dict[str, tuple[tuple[str, str, str | None], ...]] = {
@@ -99,7 +100,7 @@ def check_promotion(version: ModelVersion, current: ModelVersion | None = None, 
                     lookup_current: bool = True) -> PromotionCheck:
     """``version`` beside ``current`` (default: the promoted version of its kind, other than it)."""
     if current is None and lookup_current:
-        current = ModelVersion.objects.filter(kind=version.kind, promoted=True).exclude(pk=version.pk).first()
+        current = promoted_version(version.kind, excluding=version.pk)
     if current is not None and current.pk == version.pk:
         current = None
     mine = figures_of(version)

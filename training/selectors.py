@@ -8,7 +8,7 @@ from pathlib import Path
 from django.db.models import Count, Max, QuerySet
 
 from annotation.models import Dataset
-from training.models import ModelVersion, Promotion, TrainingRun
+from training.models import ModelKind, ModelVersion, Promotion, TrainingRun
 
 ACTIVE = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
 
@@ -60,6 +60,19 @@ def model_version(pk: int) -> QuerySet[ModelVersion]:
 def promotions(kind: str, limit: int = 10) -> QuerySet[Promotion]:
     return Promotion.objects.filter(kind=kind).select_related("model_version", "promoted_by") \
         .order_by("-promoted_at", "-id")[:limit]
+
+
+def promoted_versions() -> dict[str, ModelVersion]:
+    """The promoted version of each kind that has one ({"classifier": ..., "detector": ...})."""
+    versions = ModelVersion.objects.filter(promoted=True, kind__in=ModelKind.values) \
+        .select_related("dataset_version__dataset", "run").order_by("kind")
+    return {v.kind: v for v in versions}
+
+
+def promoted_version(kind: str, *, excluding: int | None = None) -> ModelVersion | None:
+    """The promoted version of ``kind`` (other than the version ``excluding``, if given)."""
+    found = ModelVersion.objects.filter(kind=kind, promoted=True)
+    return (found.exclude(pk=excluding) if excluding is not None else found).first()
 
 
 def rollback_target(kind: str) -> ModelVersion | None:

@@ -17,6 +17,7 @@ from annotation.imaging import read_pixels
 from annotation.models import Dataset
 from annotation.services import set_image_splits
 from cytoloop.jobs import beat, enqueue_on_commit, mark_finished, mark_running
+from training import selectors
 from training.models import DatasetVersion, ModelKind, ModelVersion, Promotion, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -379,15 +380,9 @@ def rollback(*, kind: str, by=None, confirm: bool = False, against: ModelVersion
              ) -> ModelVersion:
     """Promote again the version that was promoted before the current one (the same check and
     confirmation as ``promote``)."""
-    from training.selectors import rollback_target
-
-    target = rollback_target(kind)
+    target = selectors.rollback_target(kind)
     if target is None:
         raise TrainingRefused(f"no earlier {kind} version to roll back to")
-    current = ModelVersion.objects.filter(kind=kind, promoted=True).first()
+    current = selectors.promoted_version(kind)
     return promote(version=target, by=by, note=f"rollback from {current or 'none'}", confirm=confirm,
                    against=against, action=Promotion.Action.ROLLBACK)
-
-
-def promoted_version(kind: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(kind=kind, promoted=True).first()

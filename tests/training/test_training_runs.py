@@ -17,6 +17,7 @@ from tests.helpers import ROOT, child_env, manage, wait_until
 from training.augment import AugmentConfig
 from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
 from training.models import ModelVersion, Promotion, TrainingRun
+from training.selectors import promoted_version
 from training.services import (
     TrainingRefused,
     cancel_run,
@@ -25,7 +26,6 @@ from training.services import (
     execute_run,
     mark_interrupted_runs,
     promote,
-    promoted_version,
     resume_run,
     rollback,
     start_training_run,

@@ -8,7 +8,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.bethesda import BETHESDA
-from annotation.models import Dataset, Image
+from annotation.models import Dataset
+from annotation.selectors import images_by_id
 from inference import active_learning as al
 from inference.strategies import SIMULATION_STRATEGIES, check_simulation_strategies
 from training.augment import AugmentConfig
@@ -98,7 +99,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
 
-        images = list(Image.objects.filter(dataset=dataset).order_by("id"))
+        images = list(images_by_id(dataset=dataset))
         truth = truth_for(images)
         images = [im for im in images if truth[im.pk]]
         seeds = list(range(o["seeds"]))

@@ -38,8 +38,10 @@ class Command(BaseCommand):
         parser.add_argument("--out", default=None, help="folder for ablation.json and ablation.md")
 
     def handle(self, *args, **o):
+        # imported here, not at the top: the ablation loads TensorFlow, and --help should not wait for it
         from annotation.bethesda import BETHESDA
-        from annotation.models import Dataset, Image
+        from annotation.models import Dataset
+        from annotation.selectors import images_by_id
         from training.ablation import format_table, run_ablation
         from training.augment import AugmentConfig
         from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
@@ -70,7 +72,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
 
-        images = list(Image.objects.filter(dataset=dataset).order_by("id"))
+        images = list(images_by_id(dataset=dataset))
         truth = truth_for(images)
         images = [im for im in images if truth[im.pk]]
         if len(images) < 7:
