@@ -35,6 +35,14 @@ def smears(settings, tmp_path):
     return dataset
 
 
+def _start_annotating(page, live_server) -> int:
+    """Open My queue, press Start annotating and return the id of the image handed out."""
+    page.goto(live_server.url + "/annotate/")
+    page.get_by_role("button", name="Start annotating").click()
+    page.wait_for_url(re.compile(r".*/annotate/\d+/$"))
+    return int(re.search(r"/annotate/(\d+)/$", page.url).group(1))
+
+
 def test_pathologist_draws_two_labelled_boxes_and_submits(
     label_studio, make_user, login, live_server, smears, artifacts_dir
 ):
@@ -143,21 +151,12 @@ def test_pathologist_draws_two_labelled_boxes_and_submits(
 
 
 def test_keys_from_the_page_reach_the_editor_and_a_refused_submit_keeps_the_boxes(
-    make_user, login, live_server, smears, artifacts_dir
+    make_user, login, live_server, smears, artifacts_dir, open_editor
 ):
     user = make_user("keys@example.org", roles=["pathologist"], password="browser-pass-1")
     page = login("keys@example.org", "browser-pass-1")
-    page.goto(live_server.url + "/annotate/")
-    page.get_by_role("button", name="Start annotating").click()
-    page.wait_for_url(re.compile(r".*/annotate/\d+/$"))
-    image_id = int(re.search(r"/annotate/(\d+)/$", page.url).group(1))
-    editor = page.frame_locator("#editor")
-    expect(editor.locator("body[data-editor=ready]")).to_have_count(1, timeout=30_000)
-    frame = page.frame(url=re.compile(r"/editor/$"))
-    frame.wait_for_function(
-        "[...document.querySelectorAll('#root img')].some(i => i.complete && i.naturalWidth > 0)"
-    )
-    box = frame.locator("#root img").first.bounding_box()
+    image_id = _start_annotating(page, live_server)
+    editor, frame, box = open_editor(page)
 
     # the focus is on the platform page (its side panel), not in the editor: "3" still picks LSIL
     page.locator("#image-name").click()
@@ -206,10 +205,7 @@ def test_pre_annotations_start_the_editor_when_a_round_allows_them(
         )
     user = make_user("pre@example.org", roles=["pathologist"], password="browser-pass-1")
     page = login("pre@example.org", "browser-pass-1")
-    page.goto(live_server.url + "/annotate/")
-    page.get_by_role("button", name="Start annotating").click()
-    page.wait_for_url(re.compile(r".*/annotate/\d+/$"))
-    image_id = int(re.search(r"/annotate/(\d+)/$", page.url).group(1))
+    image_id = _start_annotating(page, live_server)
     editor = page.frame_locator("#editor")
     expect(editor.locator("body[data-editor=ready]")).to_have_count(1, timeout=30_000)
     regions = editor.locator("li[aria-label=region]")
