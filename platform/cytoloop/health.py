@@ -1,4 +1,9 @@
-"""Service checks shared by /healthz, the System page and start-up preflight."""
+"""Service checks shared by /healthz/ready, the System page and start-up preflight.
+
+Readiness needs the database only: a web instance serves pages with the broker down (the outbox
+and cytoloop.jobs' PendingEnqueue keep what is submitted) and whatever the worker is doing. A
+worker that does not answer a ping is "unknown" (a solo worker in a long task cannot answer),
+never a reason to take a web instance out of a load balancer."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from django.db import connections
 
 @dataclass
 class Check:
-    status: str  # "ok" | "error" | "not_configured"
+    status: str  # "ok" | "error" | "unknown" | "not_configured"
     detail: str
     latency_ms: float | None = None
 
@@ -50,12 +55,14 @@ def check_database() -> Check:
     return _timed(probe)
 
 
-def check_broker(timeout: float = 2.0) -> Check:
+def check_broker(timeout: float = 2.0, *, retries: int = 0) -> Check:
+    """One connection attempt by default (a readiness probe answers in ``timeout``, not after
+    kombu's retry interval); start-up preflight allows a retry."""
     from cytoloop.celery import app
 
     def probe():
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout)
+            conn.ensure_connection(max_retries=retries, timeout=timeout)
             if conn.transport_cls == "filesystem":
                 return f"filesystem {settings.BROKER_DIR}"
             return redact(conn.as_uri())
@@ -68,11 +75,13 @@ def check_worker(timeout: float = 1.0) -> Check:
 
     def probe():
         replies = app.control.ping(timeout=timeout, limit=1) or []
-        if not replies:
-            raise RuntimeError(f"no worker answered a ping within {timeout:g} s")
         return ", ".join(sorted(name for reply in replies for name in reply))
 
-    return _timed(probe)
+    check = _timed(probe)
+    if check.status == "ok" and not check.detail:
+        return Check("unknown", f"busy or absent: no worker answered a ping within {timeout:g} s",
+                     check.latency_ms)
+    return check
 
 
 def check_label_studio(timeout: float = 2.0) -> Check:
@@ -101,10 +110,20 @@ def all_checks(*, worker_timeout: float = 1.0) -> dict[str, dict]:
     checks["worker"] = (
         check_worker(worker_timeout)
         if checks["broker"].status == "ok"
-        else Check("error", "broker unreachable")
+        else Check("unknown", "broker unreachable")
     )
     return {name: asdict(check) for name, check in checks.items()}
 
 
+#: the services a web instance cannot serve without (readiness fails only on these)
+REQUIRED = ("database",)
+
+
 def overall(checks: dict[str, dict]) -> str:
-    return "ok" if all(c["status"] in ("ok", "not_configured") for c in checks.values()) else "error"
+    """"error" when a required service fails (not ready), "degraded" when another one is not ok,
+    else "ok"."""
+    if any(checks[name]["status"] != "ok" for name in REQUIRED if name in checks):
+        return "error"
+    if all(c["status"] in ("ok", "not_configured") for c in checks.values()):
+        return "ok"
+    return "degraded"

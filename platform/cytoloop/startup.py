@@ -1,4 +1,8 @@
-"""Start-up preflight: a wrong DATABASE_URL or unreachable Redis gives one clear line, not a traceback."""
+"""Start-up preflight: a wrong DATABASE_URL gives one clear line, not a traceback, for every
+serving command; an unreachable broker stops only the commands that are useless without one
+(a worker). Web servers (runserver, gunicorn through cytoloop.wsgi) start and serve with the
+broker down: /healthz/ready reports it, and the outbox and cytoloop.jobs' PendingEnqueue keep what
+is submitted until it is back."""
 
 from __future__ import annotations
 
@@ -6,6 +10,11 @@ import sys
 
 #: commands that need the database and the broker to be reachable before they start
 SERVING_COMMANDS = {"runserver", "worker", "migrate", "seed_demo", "serve"}
+#: the ones of those that also need the broker
+BROKER_COMMANDS = {"worker", "seed_demo"}
+
+#: gunicorn's exit status for "worker failed to boot": its arbiter halts instead of respawning
+GUNICORN_BOOT_ERROR = 3
 
 
 class ServiceUnavailable(SystemExit):
@@ -25,7 +34,7 @@ def preflight(*, need_broker: bool = True) -> None:
             f"cytoloop: cannot use the database {url}: {db.detail} (check DATABASE_URL)"
         )
     if need_broker:
-        broker = check_broker(timeout=3.0)
+        broker = check_broker(timeout=3.0, retries=1)
         if broker.status != "ok":
             where = redact(settings.CELERY_BROKER_URL)
             hint = "REDIS_URL" if settings.REDIS_URL else "the var/broker folder"
@@ -57,6 +66,19 @@ def load_settings_or_exit() -> None:
         raise SystemExit(f"cytoloop: cannot load settings: {type(exc).__name__}: {exc}") from None
 
 
+def boot_wsgi(*, run_preflight: bool = True) -> None:
+    """The web application's settings and preflight (database only). On failure print the one
+    line and exit with gunicorn's boot-error status, so that gunicorn stops instead of
+    respawning workers that fail the same way."""
+    try:
+        load_settings_or_exit()
+        if run_preflight:
+            preflight(need_broker=False)
+    except SystemExit as exc:
+        print(exc.code, file=sys.stderr, flush=True)
+        raise SystemExit(GUNICORN_BOOT_ERROR) from None
+
+
 def run_management_command(argv: list[str]) -> None:
     load_settings_or_exit()
     from django.core.management import execute_from_command_line
@@ -64,7 +86,7 @@ def run_management_command(argv: list[str]) -> None:
     command = argv[1] if len(argv) > 1 else ""
     if command in SERVING_COMMANDS and "--help" not in argv and "-h" not in argv:
         try:
-            preflight(need_broker=command != "migrate")
+            preflight(need_broker=command in BROKER_COMMANDS)
         except SystemExit as exc:
             print(exc.code, file=sys.stderr)
             raise SystemExit(1) from None

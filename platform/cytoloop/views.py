@@ -1,4 +1,4 @@
-"""Platform pages: dashboard, system status, /healthz, media files (logged-in users only)."""
+"""Platform pages: dashboard, system status, /healthz/live and /ready, media files (logged-in users only)."""
 
 import mimetypes
 from pathlib import PurePosixPath
@@ -28,11 +28,21 @@ def home(request):
 @login_not_required
 @never_cache
 @require_GET
-def healthz(request):
-    """JSON status of each service, for load balancers and monitoring (no login: it holds no data)."""
+def healthz_live(request):
+    """Liveness: the process answers requests; it asks no other service."""
+    return JsonResponse({"status": "ok"})
+
+
+@login_not_required
+@never_cache
+@require_GET
+def healthz_ready(request):
+    """Readiness (also /healthz): 503 only when the database fails; the broker, Label Studio and
+    the worker are reported, and a busy or absent worker is "unknown" (cytoloop.health). No login:
+    it holds no data."""
     checks = all_checks()
     status = overall(checks)
-    return JsonResponse({"status": status, "checks": checks}, status=200 if status == "ok" else 503)
+    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "error" else 200)
 
 
 @role_required(Role.ADMIN)

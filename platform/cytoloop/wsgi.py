@@ -1,4 +1,5 @@
-"""WSGI entry point (gunicorn cytoloop.wsgi). Refuses to boot with one line if a service is wrong."""
+"""WSGI entry point (gunicorn cytoloop.wsgi). Refuses to boot with one line if the database is
+wrong; starts and serves with the broker down (cytoloop.startup)."""
 
 import os
 import sys
@@ -11,15 +12,10 @@ for _p in (_ROOT / "platform", _ROOT):
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cytoloop.settings.production")
 
-from cytoloop.startup import load_settings_or_exit  # noqa: E402
+from cytoloop.startup import boot_wsgi  # noqa: E402
 
-load_settings_or_exit()
+boot_wsgi(run_preflight=os.environ.get("CYTOLOOP_SKIP_PREFLIGHT") != "1")
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()
-
-if os.environ.get("CYTOLOOP_SKIP_PREFLIGHT") != "1":
-    from cytoloop.startup import preflight  # noqa: E402
-
-    preflight()
