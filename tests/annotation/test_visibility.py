@@ -243,6 +243,8 @@ def _found_numbers(text: str) -> set:
 NOT_WALKED = {
     "logout": "ends the session; shows nothing",
     "healthz": "service status for load balancers, no data",
+    "healthz-live": "liveness probe, no data",
+    "healthz-ready": "readiness probe (= healthz), no data",
     "system": "admin only; service status, no data",
     "api-schema": "the API's OpenAPI schema, no data",
     "api-docs": "the API's documentation page, no data",

@@ -7,7 +7,8 @@ pytestmark = pytest.mark.django_db
 
 # login pages, the status probe, and Label Studio's webhook (authenticated by its shared secret,
 # tested in tests/annotation/test_labelstudio.py)
-OPEN = {"/login/", "/admin/login/", "/healthz", "/api/labelstudio/webhook/"}
+OPEN = {"/login/", "/admin/login/", "/healthz", "/healthz/live", "/healthz/ready",
+        "/api/labelstudio/webhook/"}
 
 
 def _concrete_paths(patterns, prefix=""):
