@@ -8,6 +8,13 @@ best_epoch, bad_epochs, history, plus whatever the trainer put in it) and writes
 to ``state.json`` after every finished epoch, so calling the trainer again with the same folder
 resumes after the last finished epoch.
 
+Every checkpoint file is written to a temporary name and renamed over the old one
+(``os.replace``: a reader sees the old file or the new one, never half of one). The epoch's
+resumable checkpoint and ``state.json`` keep their previous version beside them
+(``last.prev.keras``, ``state.prev.json``...: ``previous_of``) until the new one is in place, and
+``load_checkpoint`` falls back to it when the newest cannot be read (a disk that tore a file, a
+kill between two renames); the run's progress then says so (``"resumed"``).
+
 Progress (``Hooks.on_progress``): every 5 batches and at an epoch's last one ``{"step",
 "steps", "epoch", "epochs", "loss", "eta_s", "best_val_<metric>"}``; at every epoch's end
 ``{..., "val_<metric>", "history"}`` with ``eta_s`` None. Cancel (``Hooks.should_stop``) is
@@ -66,24 +73,69 @@ def fresh_state(**extra) -> dict:
     return {"epoch": -1, "best": None, "best_epoch": None, "history": [], "bad_epochs": 0, **extra}
 
 
-def save_weights(model, path: Path) -> None:
-    """``model.save_weights`` to a temporary name beside ``path``, then renamed over it."""
-    tmp = path.with_name(path.name.replace(".weights.h5", "-tmp.weights.h5"))
-    model.save_weights(tmp)
+def previous_of(path: Path) -> Path:
+    """Where the previous version of a checkpoint file is kept: ``last.keras`` ->
+    ``last.prev.keras``, ``last.weights.h5`` -> ``last.prev.weights.h5``, ``state.json`` ->
+    ``state.prev.json``."""
+    path = Path(path)
+    stem, dot, rest = path.name.partition(".")
+    return path.with_name(f"{stem}.prev{dot}{rest}")
+
+
+def put_in_place(tmp: Path, path: Path, keep_previous: bool) -> None:
+    """Rename the written ``tmp`` over ``path`` (``keep_previous``: the old one moves aside first)."""
+    if keep_previous and path.exists():
+        os.replace(path, previous_of(path))
     os.replace(tmp, path)
 
 
-def save_model(model, path: Path) -> None:
+def save_weights(model, path: Path, *, keep_previous: bool = False) -> None:
+    """``model.save_weights`` to a temporary name beside ``path``, then renamed over it
+    (``keep_previous``: the old file becomes ``previous_of(path)`` first)."""
+    tmp = path.with_name(path.name.replace(".weights.h5", "-tmp.weights.h5"))
+    model.save_weights(tmp)
+    put_in_place(tmp, path, keep_previous)
+
+
+def save_model(model, path: Path, *, keep_previous: bool = False) -> None:
     """``model.save`` (a ``.keras`` file) to a temporary name beside ``path``, then renamed."""
     tmp = path.with_name(path.stem + "-tmp.keras")
     model.save(tmp)
-    os.replace(tmp, path)
+    put_in_place(tmp, path, keep_previous)
 
 
-def write_json(path: Path, data) -> None:
+def write_json(path: Path, data, *, keep_previous: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    put_in_place(tmp, path, keep_previous)
+
+
+def load_checkpoint(state_file: Path, load: Callable[[bool], object], needs: list[Path]):
+    """The newest readable checkpoint: ``(loaded, state, notice)``, or ``(None, None, notice)``
+    when there is none (notice None on a first start, else what could not be read).
+
+    load(previous) reads the checkpoint's files (``needs``, or their ``previous_of`` when
+    previous is True) and returns what it loaded; it raises on a torn or missing file. The
+    newest is tried first, then the previous one with ``state.prev.json``."""
+    state_file = Path(state_file)
+    problems = []
+    for previous in (False, True):
+        files = [previous_of(p) for p in (state_file, *needs)] if previous else [state_file, *needs]
+        if not all(f.exists() for f in files):
+            if any(f.exists() for f in files):
+                problems.append(f"{'the previous' if previous else 'the newest'} checkpoint is incomplete")
+            continue
+        try:
+            state = json.loads(files[0].read_text())
+            loaded = load(previous)
+        except Exception as exc:  # a torn file raises whatever its reader raises
+            problems.append(f"{files[1].name} is unreadable ({type(exc).__name__})")
+            continue
+        if problems:
+            return loaded, state, f"resumed from the previous checkpoint (epoch {state['epoch'] + 1}): " \
+                + "; ".join(problems)
+        return loaded, state, None
+    return None, None, ("no readable checkpoint, started over: " + "; ".join(problems)) if problems else None
 
 
 def progress_callback(loop: EpochLoop, epoch: int):
@@ -101,7 +153,7 @@ def progress_callback(loop: EpochLoop, epoch: int):
             if done % PROGRESS_EVERY == 0 or done == steps:
                 per_step = (time.monotonic() - self.epoch_started) / done
                 remaining_epochs = loop.epochs - epoch - 1
-                loop.hooks.on_progress({
+                loop.report({
                     "step": done, "steps": steps, "epoch": epoch + 1, "epochs": loop.epochs,
                     "loss": float((logs or {}).get("loss", float("nan"))),
                     "eta_s": round(per_step * ((steps - done) + remaining_epochs * steps), 1),
@@ -125,7 +177,7 @@ class EpochLoop:
     """
 
     def __init__(self, *, state: dict, state_file: Path, epochs: int, steps: int, patience: int,
-                 time_limit_s: float | None, metric: str, hooks: Hooks) -> None:
+                 time_limit_s: float | None, metric: str, hooks: Hooks, notice: str | None = None) -> None:
         self.state = state
         self.state_file = Path(state_file)
         self.epochs = int(epochs)
@@ -134,12 +186,17 @@ class EpochLoop:
         self.time_limit_s = time_limit_s
         self.val_key, self.best_key = f"val_{metric}", f"best_val_{metric}"
         self.hooks = hooks
+        #: how the run resumed when it fell back to an older checkpoint: every progress says it
+        self.notice = notice
         self.cancelled = False
         self.started = time.monotonic()
 
     def past_limit(self) -> bool:
         limit = self.time_limit_s
         return limit is not None and time.monotonic() - self.started > limit
+
+    def report(self, progress: dict) -> None:
+        self.hooks.on_progress({**progress, "resumed": self.notice} if self.notice else progress)
 
     def run(
         self,
@@ -176,8 +233,8 @@ class EpochLoop:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
             save_last()
-            write_json(self.state_file, state)
-            self.hooks.on_progress({"step": self.steps, "steps": self.steps, "epoch": epoch + 1,
+            write_json(self.state_file, state, keep_previous=True)
+            self.report({"step": self.steps, "steps": self.steps, "epoch": epoch + 1,
                                     "epochs": self.epochs, "loss": entry["loss"], self.val_key: value,
                                     self.best_key: state["best"], "eta_s": None,
                                     "history": list(state["history"])})

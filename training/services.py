@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from annotation import selectors as annotation_selectors
@@ -188,11 +189,39 @@ def cancel_run(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
-def mark_interrupted_runs(*, stale_after: timedelta = timedelta(minutes=5)) -> int:
-    """Runs whose worker stopped sending heartbeats (killed, crashed) become "interrupted"."""
-    return TrainingRun.objects.filter(
-        status=TrainingRun.Status.RUNNING, heartbeat_at__lt=timezone.now() - stale_after
-    ).update(status=TrainingRun.Status.INTERRUPTED, error="the worker stopped sending heartbeats")
+#: what an interrupted run's error says; a run resumed automatically once says AUTO_RESUMED after it
+INTERRUPTED = "the worker stopped sending heartbeats"
+AUTO_RESUMED = "resumed automatically"
+
+
+def stale_window() -> timedelta:
+    """A running run without a heartbeat for this long has lost its worker (TRAINING_STALE_AFTER_S)."""
+    return timedelta(seconds=settings.TRAINING_STALE_AFTER_S)
+
+
+def mark_interrupted_runs(*, stale_after: timedelta | None = None, now=None, auto_resume: bool | None = None) -> int:
+    """Runs whose worker stopped sending heartbeats (killed, crashed) become "interrupted"; the
+    number marked. The beat runs this every TRAINING_SWEEP_S; a running run beats every
+    TRAINING_HEARTBEAT_S, so a killed one is noticed within TRAINING_STALE_AFTER_S + a sweep.
+
+    auto_resume (default TRAINING_AUTO_RESUME): an interrupted run is queued again once, by
+    this sweep, and continues from its checkpoint; one interrupted again waits for Resume."""
+    now = now or timezone.now()
+    limit = now - (stale_window() if stale_after is None else stale_after)
+    auto_resume = settings.TRAINING_AUTO_RESUME if auto_resume is None else auto_resume
+    with transaction.atomic():
+        stale = list(TrainingRun.objects.select_for_update(skip_locked=True).filter(
+            status=TrainingRun.Status.RUNNING, heartbeat_at__lt=limit))
+        for run in stale:
+            again = AUTO_RESUMED in run.error
+            run.status = TrainingRun.Status.INTERRUPTED
+            run.error = INTERRUPTED + (f" ({AUTO_RESUMED} once before)" if again else "")
+            run.save(update_fields=["status", "error"])
+            if auto_resume and not again:
+                run.status, run.error = TrainingRun.Status.QUEUED, f"{INTERRUPTED}; {AUTO_RESUMED}"
+                run.save(update_fields=["status", "error"])
+                enqueue_on_commit(TRAIN_TASK, run.pk, job=run)
+    return len(stale)
 
 
 def resume_run(*, run: TrainingRun, enqueue: bool = True) -> TrainingRun:
@@ -208,6 +237,34 @@ def resume_run(*, run: TrainingRun, enqueue: bool = True) -> TrainingRun:
     return run
 
 
+class Heartbeat:
+    """A thread that writes the run's heartbeat every ``every_s`` while training runs, also
+    through long stretches without progress (data loading, validation, a slow first batch)."""
+
+    def __init__(self, run_id: int, *, every_s: float) -> None:
+        self.run_id, self.every_s = run_id, every_s
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.loop, name=f"heartbeat-run-{run_id}", daemon=True)
+
+    def loop(self) -> None:
+        try:
+            while not self.stopped.wait(self.every_s):
+                TrainingRun.objects.filter(pk=self.run_id, status=TrainingRun.Status.RUNNING).update(
+                    heartbeat_at=timezone.now())
+        except Exception:  # a database hiccup: the progress callbacks still beat
+            log.exception("heartbeat of training run %s stopped", self.run_id)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
 def run_dir(run: TrainingRun) -> Path:
     return Path(settings.MEDIA_ROOT) / "runs" / str(run.pk)
 
@@ -221,9 +278,9 @@ def execute_run(run_id: int) -> TrainingRun:
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
         if run.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
             return run
-        fresh = timezone.now() - timedelta(minutes=5)
+        fresh = timezone.now() - stale_window()
         if run.status == TrainingRun.Status.RUNNING and run.heartbeat_at and run.heartbeat_at > fresh:
-            return run  # another worker is on it
+            return run  # another worker is on it (or the broker redelivered a message it still runs)
         if run.started_at is None:  # a first start never resumes from someone else's leftovers
             import shutil
 
@@ -242,7 +299,8 @@ def execute_run(run_id: int) -> TrainingRun:
 
     hooks = Hooks(on_progress=on_progress, should_stop=should_stop)
     try:
-        outcome = (_train_detector if run.kind == ModelKind.DETECTOR else _train_classifier)(run, hooks)
+        with Heartbeat(run.pk, every_s=settings.TRAINING_HEARTBEAT_S):
+            outcome = (_train_detector if run.kind == ModelKind.DETECTOR else _train_classifier)(run, hooks)
     except Exception as exc:
         log.exception("training run %s failed", run.pk)
         mark_finished(run, TrainingRun.Status.FAILED, f"{type(exc).__name__}: {exc}")

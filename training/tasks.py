@@ -7,7 +7,12 @@ from django.conf import settings
 @shared_task(
     name="training.run",
     acks_late=True,
-    reject_on_worker_lost=True,  # a killed worker's run is redelivered and resumes from its checkpoint
+    # A killed pool child: the message goes back to the queue at once (reject_on_worker_lost) and
+    # the run resumes from its checkpoint. A whole worker killed (SIGKILL, lost host): its run stops
+    # beating, the "training.mark_interrupted" sweep marks it interrupted within a minute and queues
+    # it again once (TRAINING_AUTO_RESUME); the broker's own copy comes back only after its
+    # visibility_timeout and finds the run running or finished (execute_run is idempotent).
+    reject_on_worker_lost=True,
     time_limit=settings.TRAINING_TIME_LIMIT_S,
     soft_time_limit=max(60, settings.TRAINING_TIME_LIMIT_S - 60),
 )

@@ -58,6 +58,20 @@ def test_best_checkpoint_is_the_best_validation_epoch_and_progress_is_reported(d
     assert any(r.get("eta_s") is not None for r in reports)
 
 
+def test_a_torn_checkpoint_resumes_from_the_previous_good_one_and_says_so(data, tmp_path):
+    first = train_classifier(data, config(epochs=2, patience=10), tmp_path)
+    assert [h["epoch"] for h in first.history] == [1, 2]
+    assert (tmp_path / "last.prev.keras").exists() and (tmp_path / "state.prev.json").exists()
+    (tmp_path / "last.keras").write_bytes((tmp_path / "last.keras").read_bytes()[:2078])  # torn mid-write
+    reports = []
+    result = train_classifier(data, config(epochs=3, patience=10), tmp_path, Hooks(on_progress=reports.append))
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]  # epoch 2 again, from epoch 1's checkpoint
+    assert result.history[0] == first.history[0]
+    assert reports and all("last.keras is unreadable" in r["resumed"] and "(epoch 1)" in r["resumed"]
+                           for r in reports), reports[:1]
+    assert result.model_path is not None
+
+
 @pytest.fixture
 def pretend_two_gpus(monkeypatch):
     """The GPU-host path on this CPU: accelerator() reports two cards, MirroredStrategy is

@@ -6,13 +6,13 @@ limit (``training.loop.EpochLoop``), then evaluates the best weights on the test
 paper's form. Mixed precision and XLA when a GPU is present; MirroredStrategy when there are
 several.
 
-Files in ``checkpoint_dir``: ``last.keras``, ``state.json``, ``best.weights.h5`` and at the end
-``model.keras``.
+Files in ``checkpoint_dir``: ``last.keras``, ``state.json`` (and the epoch before's
+``last.prev.keras``, ``state.prev.json``: ``training.loop.load_checkpoint``), ``best.weights.h5``
+and at the end ``model.keras``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,12 +71,12 @@ def train_classifier(
     state_file = checkpoint_dir / "state.json"
     last_model = checkpoint_dir / "last.keras"
     best_weights = checkpoint_dir / "best.weights.h5"
-    state = loop.fresh_state()
-    with strategy.scope():
-        if last_model.exists() and state_file.exists():  # resume after an interruption
-            model = keras.saving.load_model(last_model)
-            state = json.loads(state_file.read_text())
-        else:
+    with strategy.scope():  # resume after an interruption: the newest readable checkpoint
+        model, state, notice = loop.load_checkpoint(
+            state_file, lambda previous: keras.saving.load_model(loop.previous_of(last_model) if previous
+                                                                 else last_model), [last_model])
+        if model is None:
+            state = loop.fresh_state()
             model = build_classifier(config)
             model.compile(
                 optimizer=keras.optimizers.Adam(config.optim.learning_rate),
@@ -95,13 +95,13 @@ def train_classifier(
         state=state, state_file=state_file, epochs=config.optim.epochs, steps=steps,
         patience=config.optim.patience,
         time_limit_s=config.optim.time_limit_s or None,  # 0 is no limit for the classifier
-        metric="macro_f1", hooks=hooks,
+        metric="macro_f1", hooks=hooks, notice=notice,
     )
     stopped = epochs.run(
         train_epoch=train_epoch,
         validate=lambda: validation_macro_f1(model, data.val_images, data.val_labels),
         save_best=lambda: loop.save_weights(model, best_weights),
-        save_last=lambda: loop.save_model(model, last_model),
+        save_last=lambda: loop.save_model(model, last_model, keep_previous=True),
     )
 
     result = ClassifierTrainResult(stopped=stopped, best_epoch=state["best_epoch"], best_val_macro_f1=state["best"],

@@ -32,15 +32,15 @@ What ``train_detector`` does, in order:
    ``target_recall``); the test images are reported (AP per class, mAP, and the paper's
    image-level table at that threshold); the detector is saved as ``model.keras``.
 
-Files in ``checkpoint_dir``: ``last.weights.h5``, ``last.optimizer.npz``, ``state.json``,
-``best.weights.h5`` and at the end ``model.keras``.
+Files in ``checkpoint_dir``: ``last.weights.h5``, ``last.optimizer.npz``, ``state.json`` (and
+the epoch before's ``last.prev.weights.h5``, ``last.prev.optimizer.npz``, ``state.prev.json``:
+``training.loop.load_checkpoint``), ``best.weights.h5`` and at the end ``model.keras``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,7 +197,7 @@ def _optimizer(config: DetectorRunConfig, steps: int, variables):
 def _save_optimizer(optimizer, path: Path) -> None:
     tmp = path.with_name(path.stem + "-tmp.npz")
     np.savez(tmp, **{str(i): np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
-    os.replace(tmp, path)
+    loop.put_in_place(tmp, path, keep_previous=True)
 
 
 def _load_optimizer(optimizer, path: Path) -> None:
@@ -237,10 +237,13 @@ def train_detector(
     last_weights = checkpoint_dir / "last.weights.h5"
     last_optimizer = checkpoint_dir / "last.optimizer.npz"
     best_weights = checkpoint_dir / "best.weights.h5"
-    resuming = state_file.exists() and last_weights.exists() and last_optimizer.exists()
-    if resuming:
-        state = json.loads(state_file.read_text())
-    else:
+    # a resumed run keeps the anchors it started with (in either state file: they never change)
+    started = next((f for f in (state_file, loop.previous_of(state_file)) if f.exists()), None)
+    try:
+        state = json.loads(started.read_text()) if started else None
+    except ValueError:
+        state = None
+    if state is None:
         state = loop.fresh_state(anchors=choose_anchors(train, preset, size, config.anchors, optim.seed))
     anchors = np.asarray(state["anchors"]["anchors"], dtype=np.float64)
 
@@ -257,9 +260,17 @@ def train_detector(
                       jit_compile=bool(devices["gpus"]))
         # the optimizer's slots made up front spare TensorFlow a second trace of the train step
         model.optimizer.build(model.trainable_variables)
-        if resuming:
-            detector.load_weights(last_weights)
-            _load_optimizer(model.optimizer, last_optimizer)
+
+        def load(previous: bool) -> bool:
+            detector.load_weights(loop.previous_of(last_weights) if previous else last_weights)
+            _load_optimizer(model.optimizer, loop.previous_of(last_optimizer) if previous else last_optimizer)
+            return True
+
+        resumed, resumed_state, notice = loop.load_checkpoint(state_file, load, [last_weights, last_optimizer])
+        if resumed:  # the newest readable checkpoint
+            state = resumed_state
+        else:
+            state = loop.fresh_state(anchors=state["anchors"])
 
     val_canvases, val_infos = letterbox_split(val, size)
     val_truths = evaluation.ground_truths(val)
@@ -278,12 +289,12 @@ def train_detector(
         return evaluation.validation_map(predictor, val_canvases, val_infos, val_truths, num_classes)
 
     def save_last() -> None:
-        loop.save_weights(detector, last_weights)
+        loop.save_weights(detector, last_weights, keep_previous=True)
         _save_optimizer(model.optimizer, last_optimizer)
 
     epochs = loop.EpochLoop(state=state, state_file=state_file, epochs=optim.epochs, steps=steps,
                             patience=optim.patience, time_limit_s=optim.time_limit_s, metric="map",
-                            hooks=hooks)
+                            hooks=hooks, notice=notice)
     stopped = epochs.run(
         train_epoch=train_epoch,
         validate=validate,

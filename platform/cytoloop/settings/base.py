@@ -143,7 +143,13 @@ BROKER_DIR = VAR_DIR / "broker"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
-        "visibility_timeout": 4 * 3600,
+        # A message is redelivered when its worker did not ack it within this (acks_late): a task
+        # may run this long before the broker hands it out again. A killed pool child is
+        # redelivered at once (reject_on_worker_lost); a whole worker SIGKILLed is redelivered
+        # after this, by when the training sweep has long marked its run interrupted and resumed it
+        # (TRAINING_STALE_AFTER_S, TRAINING_AUTO_RESUME): the late copy finds the run running or
+        # finished and leaves it (training.services.execute_run).
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_S", default=4 * 3600),
         # publishing never waits on a broker that is down: no reconnect loop before a send
         # (kombu otherwise retries for ~6 s, once per enqueue, inside the person's request) and a
         # short connect timeout. The work stays recorded (outbox rows, job rows, the consensus
@@ -236,4 +242,13 @@ TRAINING_TIME_LIMIT_S = env.int("TRAINING_TIME_LIMIT_S", default=24 * 3600)
 #: explicit confirmation (training.promotion): classifier macro-F1, detector mAP@0.5
 PROMOTION_MIN_MACRO_F1 = env.float("PROMOTION_MIN_MACRO_F1", default=0.5)
 PROMOTION_MIN_MAP = env.float("PROMOTION_MIN_MAP", default=0.25)
-CELERY_BEAT_SCHEDULE["training-mark-interrupted"] = {"task": "training.mark_interrupted", "schedule": 300.0}
+#: a killed worker's run is noticed within a minute: a running run writes its heartbeat every
+#: TRAINING_HEARTBEAT_S (training.services.Heartbeat), the beat sweeps every TRAINING_SWEEP_S and
+#: marks "interrupted" a run silent for TRAINING_STALE_AFTER_S; with TRAINING_AUTO_RESUME the sweep
+#: queues it again once (it continues from its last good checkpoint), after that Resume does.
+TRAINING_HEARTBEAT_S = env.float("TRAINING_HEARTBEAT_S", default=5.0)
+TRAINING_STALE_AFTER_S = env.float("TRAINING_STALE_AFTER_S", default=60.0)
+TRAINING_SWEEP_S = env.float("TRAINING_SWEEP_S", default=30.0)
+TRAINING_AUTO_RESUME = env.bool("TRAINING_AUTO_RESUME", default=True)
+CELERY_BEAT_SCHEDULE["training-mark-interrupted"] = {"task": "training.mark_interrupted",
+                                                     "schedule": TRAINING_SWEEP_S}
