@@ -5,20 +5,25 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
+import training.services
 from annotation.formats import write_coco
 from annotation.models import Image
 from annotation.services import ensure_dataset, import_images
 from annotation.synthetic import SyntheticConfig, generate_dataset
+from cytoloop.celery import app
 from tests.helpers import ROOT, child_env, manage, wait_until
 from training.augment import AugmentConfig
 from training.classifier.config import ClassifierRunConfig, DataConfig, OptimConfig
 from training.models import ModelVersion, Promotion, TrainingRun
 from training.selectors import promoted_version
 from training.services import (
+    Heartbeat,
     TrainingRefused,
     cancel_run,
     classifier_data,
@@ -30,6 +35,7 @@ from training.services import (
     rollback,
     start_training_run,
 )
+from training.tasks import train_task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,13 +132,59 @@ def test_a_run_killed_mid_training_is_marked_interrupted_and_resumes_from_its_ch
     assert TrainingRun.objects.get(pk=run.pk).status == "running"
     from datetime import timedelta
 
-    assert mark_interrupted_runs(stale_after=timedelta(seconds=0)) == 1
+    assert mark_interrupted_runs(stale_after=timedelta(seconds=0), auto_resume=False) == 1  # Resume by hand
     run = resume_run(run=TrainingRun.objects.get(pk=run.pk), enqueue=False)
     done_before = json.loads(state.read_text())["epoch"] + 1
     run = execute_run(run.pk)
     assert run.status == "succeeded", run.error
     assert [h["epoch"] for h in run.history] == [1, 2, 3]
     assert done_before >= 1  # it continued from the checkpoint instead of starting over
+
+
+def test_a_run_silent_past_the_staleness_is_marked_interrupted_and_resumed_automatically_once(synthetic, monkeypatch,
+                                                                                               settings):
+    queued = []
+    monkeypatch.setattr(training.services, "enqueue_on_commit", lambda task, *ids, job: queued.append((task, ids)))
+    run = start_training_run(kind="classifier", config=tiny(), dataset=synthetic, enqueue=False)
+    now = timezone.now()
+    stale = timedelta(seconds=settings.TRAINING_STALE_AFTER_S)
+
+    def silent_for(delta):
+        TrainingRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=now - delta)
+
+    silent_for(stale - timedelta(seconds=1))
+    assert mark_interrupted_runs(now=now, auto_resume=True) == 0
+    assert TrainingRun.objects.get(pk=run.pk).status == "running" and not queued
+    silent_for(stale + timedelta(seconds=1))
+    assert mark_interrupted_runs(now=now, auto_resume=True) == 1
+    first = TrainingRun.objects.get(pk=run.pk)
+    assert first.status == "queued" and "resumed automatically" in first.error
+    assert queued == [("training.run", (run.pk,))]
+    silent_for(stale + timedelta(seconds=1))  # interrupted again: now it waits for a person's Resume
+    assert mark_interrupted_runs(now=now, auto_resume=True) == 1
+    again = TrainingRun.objects.get(pk=run.pk)
+    assert again.status == "interrupted" and len(queued) == 1
+    assert resume_run(run=again, enqueue=False).status == "queued"
+
+
+def test_a_heartbeat_thread_beats_while_a_run_trains(synthetic):
+    run = start_training_run(kind="classifier", config=tiny(), dataset=synthetic, enqueue=False)
+    old = timezone.now() - timedelta(hours=1)
+    TrainingRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=old)
+    with Heartbeat(run.pk, every_s=0.05):
+        wait_until(lambda: TrainingRun.objects.get(pk=run.pk).heartbeat_at > old, timeout=10,
+                   message="the heartbeat thread never wrote a heartbeat")
+
+
+def test_the_sweep_the_heartbeat_and_the_broker_agree_on_a_killed_worker(settings):
+    """Noticed within TRAINING_STALE_AFTER_S + a sweep; the broker's late copy comes after that."""
+    sweep = settings.CELERY_BEAT_SCHEDULE["training-mark-interrupted"]
+    assert sweep["task"] == "training.mark_interrupted" and sweep["schedule"] <= 30
+    assert settings.TRAINING_STALE_AFTER_S <= 60 and settings.TRAINING_HEARTBEAT_S * 3 <= settings.TRAINING_STALE_AFTER_S
+    assert train_task.acks_late and train_task.reject_on_worker_lost
+    options = app.conf.broker_transport_options or {}
+    if "visibility_timeout" in options:  # the Redis broker
+        assert options["visibility_timeout"] > settings.TRAINING_STALE_AFTER_S + sweep["schedule"]
 
 
 def test_promote_and_rollback(synthetic):
