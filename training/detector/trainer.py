@@ -253,24 +253,29 @@ def train_detector(
     train_ds = detector_train_dataset(train, encoder, optim.batch_size, config.augment, optim.seed)
     yolo_loss = YoloLoss(anchors, preset.strides, preset.scale_x_y, num_classes)
 
-    with strategy.scope():
+    def build():
         detector = build_run_detector(config, anchors)
         model = _training_model(detector, yolo_loss)
         model.compile(optimizer=_optimizer(config, steps, model.trainable_variables),
                       jit_compile=bool(devices["gpus"]))
         # the optimizer's slots made up front spare TensorFlow a second trace of the train step
         model.optimizer.build(model.trainable_variables)
+        return detector, model
 
-        def load(previous: bool) -> bool:
-            detector.load_weights(loop.previous_of(last_weights) if previous else last_weights)
-            _load_optimizer(model.optimizer, loop.previous_of(last_optimizer) if previous else last_optimizer)
-            return True
+    def load(previous: bool) -> bool:
+        detector.load_weights(loop.previous_of(last_weights) if previous else last_weights)
+        _load_optimizer(model.optimizer, loop.previous_of(last_optimizer) if previous else last_optimizer)
+        return True
 
+    with strategy.scope():
+        detector, model = build()
         resumed, resumed_state, notice = loop.load_checkpoint(state_file, load, [last_weights, last_optimizer])
         if resumed:  # the newest readable checkpoint
             state = resumed_state
         else:
             state = loop.fresh_state(anchors=state["anchors"])
+            if notice:  # every checkpoint failed to load, perhaps half-way: start from fresh weights
+                detector, model = build()
 
     val_canvases, val_infos = letterbox_split(val, size)
     val_truths = evaluation.ground_truths(val)
