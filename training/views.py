@@ -30,9 +30,9 @@ from training.models import ModelKind, ModelVersion, TrainingRun
 from training.promotion import check_promotion
 from training.services import PromotionNeedsConfirmation, TrainingRefused
 
-#: A running run whose last heartbeat is older than this is flagged on its page (the beat task
-#: marks it interrupted after 5 minutes).
-STALE_HEARTBEAT_S = 120
+#: A running run whose last heartbeat is older than this is flagged on its page (it beats every
+#: TRAINING_HEARTBEAT_S; the beat task marks it interrupted after TRAINING_STALE_AFTER_S, a minute).
+STALE_HEARTBEAT_S = 20
 PRESET_NAMES = dict(PRESET_CHOICES)
 TARGET_NAMES = dict(TARGET_CHOICES)
 
