@@ -12,4 +12,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cytoloop.settings.local")
 
 app = Celery("cytoloop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# one scheduler per deployment, even after a SIGKILLed `worker --beat` (cytoloop.beat_lock)
+app.conf.beat_scheduler = "cytoloop.beat_lock:LockedScheduler"
 app.autodiscover_tasks()

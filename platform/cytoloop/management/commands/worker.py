@@ -30,7 +30,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--beat", action="store_true",
             help="also run the periodic scheduler (Label Studio outbox flush and reconcile); "
-                 "exactly one process of a deployment should",
+                 "one scheduler sends at a time (a lock; others wait), and it exits with its worker, "
+                 "even a SIGKILLed one (cytoloop.beat_lock)",
         )
 
     def handle(self, *args, queues, pool, concurrency, loglevel, hostname, beat, **options):
