@@ -264,6 +264,7 @@ def _run_context(run: TrainingRun) -> dict:
                                                  history[-1].get(metric_key(run.kind)) if history else None)),
             "best": _best(run), "eta": _duration(progress.get("eta_s")) if progress.get("eta_s") is not None else None,
             "stopped": progress.get("stopped"),
+            "resumed": progress.get("resumed"),  # it fell back to an older checkpoint (training.loop)
         },
         "active": run.status in selectors.ACTIVE,
         "heartbeat_age": timesince(run.heartbeat_at, now, depth=1) if heartbeat_s and heartbeat_s >= 60

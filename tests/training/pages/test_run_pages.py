@@ -183,6 +183,11 @@ def test_the_progress_partial_shows_the_stored_progress(admin, version):
     TrainingRun.objects.filter(pk=run.pk).update(progress={**run.progress, "step": 20, "epoch": 4, "eta_s": 0})
     partial = htmx_get(admin, reverse("training:run", args=[run.pk])).content.decode()
     assert 'id="run-epoch">4<' in partial and 'id="run-percent">100%<' in partial
+    assert 'id="resumed"' not in partial
+    resumed = "resumed from the previous checkpoint (epoch 2): last.keras is unreadable (ValueError)"
+    TrainingRun.objects.filter(pk=run.pk).update(progress={**run.progress, "resumed": resumed})
+    partial = htmx_get(admin, reverse("training:run", args=[run.pk])).content.decode()
+    assert 'id="resumed">Resumed from the previous checkpoint (epoch 2): last.keras is unreadable' in partial
 
 
 def test_a_finished_runs_page_stops_polling_and_draws_its_learning_curve(admin, version):
