@@ -179,8 +179,9 @@ def test_a_heartbeat_thread_beats_while_a_run_trains(synthetic):
 def test_the_sweep_the_heartbeat_and_the_broker_agree_on_a_killed_worker(settings):
     """Noticed within TRAINING_STALE_AFTER_S + a sweep; the broker's late copy comes after that."""
     sweep = settings.CELERY_BEAT_SCHEDULE["training-mark-interrupted"]
-    assert sweep["task"] == "training.mark_interrupted" and sweep["schedule"] <= 30
-    assert settings.TRAINING_STALE_AFTER_S <= 60 and settings.TRAINING_HEARTBEAT_S * 3 <= settings.TRAINING_STALE_AFTER_S
+    assert sweep["task"] == "training.mark_interrupted"
+    assert settings.TRAINING_STALE_AFTER_S + sweep["schedule"] <= 60  # noticed within a minute
+    assert settings.TRAINING_HEARTBEAT_S * 3 <= settings.TRAINING_STALE_AFTER_S
     assert train_task.acks_late and train_task.reject_on_worker_lost
     options = app.conf.broker_transport_options or {}
     if "visibility_timeout" in options:  # the Redis broker

@@ -247,8 +247,8 @@ PROMOTION_MIN_MAP = env.float("PROMOTION_MIN_MAP", default=0.25)
 #: marks "interrupted" a run silent for TRAINING_STALE_AFTER_S; with TRAINING_AUTO_RESUME the sweep
 #: queues it again once (it continues from its last good checkpoint), after that Resume does.
 TRAINING_HEARTBEAT_S = env.float("TRAINING_HEARTBEAT_S", default=5.0)
-TRAINING_STALE_AFTER_S = env.float("TRAINING_STALE_AFTER_S", default=60.0)
-TRAINING_SWEEP_S = env.float("TRAINING_SWEEP_S", default=30.0)
+TRAINING_STALE_AFTER_S = env.float("TRAINING_STALE_AFTER_S", default=45.0)
+TRAINING_SWEEP_S = env.float("TRAINING_SWEEP_S", default=15.0)
 TRAINING_AUTO_RESUME = env.bool("TRAINING_AUTO_RESUME", default=True)
 CELERY_BEAT_SCHEDULE["training-mark-interrupted"] = {"task": "training.mark_interrupted",
                                                      "schedule": TRAINING_SWEEP_S}
