@@ -20,12 +20,10 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from annotation.bethesda import BETHESDA, DESCRIPTIONS
 from cytoloop import charts
 from cytoloop.roles import Role, role_required
-from training import selectors, services
+from training import reports, selectors, services
 from training.forms import PRESET_CHOICES, TARGET_CHOICES, ClassifierRunForm, DetectorRunForm
-from training.metrics import METRIC_NAMES
 from training.models import ModelKind, ModelVersion, TrainingRun
 from training.promotion import check_promotion
 from training.services import PromotionNeedsConfirmation, TrainingRefused
@@ -367,59 +365,6 @@ def models(request):
     return render(request, "training/models.html", {"kinds": kinds, "floors": floors})
 
 
-def _percentages(values: dict) -> list[float | None]:
-    """accuracy, precision, recall, F1 of one row as percentages (the paper's Table 2)."""
-    return [None if _number(values.get(k)) is None else 100 * values[k] for k in METRIC_NAMES]
-
-
-def _report_rows(report: dict) -> dict | None:
-    """The test report as the paper's table: per class and average, one-vs-rest."""
-    classes = report.get("classes") or {}
-    if not classes:
-        return None
-    # class_names keeps the report's order (Bethesda's); a JSON column does not keep key order
-    order = [n for n in report.get("class_names") or BETHESDA if n in classes]
-    order += [n for n in classes if n not in order]
-    rows = [{"name": name, "description": DESCRIPTIONS.get(name, ""), "cells": _percentages(classes[name]),
-             "support": classes[name].get("support")} for name in order]
-    overall = _number(report.get("overall_accuracy"))
-    return {"rows": rows, "average": _percentages(report.get("average") or {}),
-            "overall_accuracy": None if overall is None else 100 * overall, "n": report.get("n")}
-
-
-def _detector_report(metrics: dict) -> dict:
-    """A detector version's test figures: AP@0.5 per class and mAP, image-level presence per
-    class and for >= ASC-US at the operating threshold, and the threshold with what it costs."""
-    test = metrics.get("test") or {}
-    ap = (test.get("ap") or {}).get("classes") or {}
-    presence = test.get("classes") or {}
-
-    def pct(value):
-        value = _number(value)
-        return None if value is None else 100 * value
-
-    def presence_row(name, row):
-        return {"name": name, "recall": pct(row.get("recall")), "precision": pct(row.get("precision")),
-                "f1": pct(row.get("f1")), "accuracy": pct(row.get("accuracy"))}
-
-    rows = []
-    for name in BETHESDA[1:]:
-        if name in ap or name in presence:
-            rows.append({**presence_row(name, presence.get(name) or {}),
-                         "ap": pct((ap.get(name) or {}).get("ap")), "num_gt": (ap.get(name) or {}).get("num_gt")})
-    threshold = metrics.get("threshold") or {}
-    anchors = metrics.get("anchors") or {}
-    return {
-        "map": pct(test.get("map")), "rows": rows,
-        "atypical": presence_row(">= ASC-US", test.get("atypical") or {}) if test.get("atypical") else None,
-        "threshold": _number(threshold.get("threshold")), "val_recall": pct(threshold.get("recall")),
-        "val_precision": pct(threshold.get("precision")), "target_recall": pct(threshold.get("target_recall")),
-        "threshold_source": threshold.get("source"), "threshold_reason": threshold.get("reason"),
-        "anchors_source": anchors.get("source"), "anchors_reason": anchors.get("reason"),
-        "n": test.get("n"),
-    }
-
-
 @role_required(Role.ADMIN)
 @require_GET
 def model(request, pk: int):
@@ -429,7 +374,7 @@ def model(request, pk: int):
     context = {
         "version": version,
         "test": _test_summary(version),
-        "report": _report_rows((metrics.get("test") or {}).get("verdict") or {} if version.kind == "detector"
+        "report": reports.report_rows((metrics.get("test") or {}).get("verdict") or {} if version.kind == "detector"
                                else metrics.get("test") or {}),
         "confusion_url": reverse("media", args=[confusion]) if default_storage.exists(confusion) else None,
         "curve": learning_curve(metrics.get("history") or [], (version.config.get("optim") or {}).get("epochs"),
@@ -437,7 +382,7 @@ def model(request, pk: int):
         "no_curve_text": "No per-epoch history is stored with this version.",
         "best_val": _number(metrics.get("best_" + metric_key(version.kind))),
         "metric_name": metric_name(version.kind),
-        "detector": _detector_report(metrics) if version.kind == "detector" else None,
+        "detector": reports.detector_report(metrics) if version.kind == "detector" else None,
         "config_summary": _config_summary(version.config or {}),
         "promotions": list(selectors.promotions(version.kind)),
         "rollback_to": selectors.rollback_target(version.kind),
