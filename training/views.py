@@ -53,8 +53,6 @@ def _duration(seconds) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def metric_key(kind: str) -> str:
@@ -69,7 +67,7 @@ def metric_name(kind: str) -> str:
 def _best(run: TrainingRun) -> float | None:
     if run.best_metric is not None:
         return run.best_metric
-    return _number((run.progress or {}).get("best_" + metric_key(run.kind)))
+    return reports.number((run.progress or {}).get("best_" + metric_key(run.kind)))
 
 
 def _dataset_version_text(version) -> str:
@@ -109,13 +107,13 @@ def learning_curve(history: list[dict], epochs: int | None = None, key: str = "v
         return None
     frame = charts.Frame(width=760, height=260, left=56, right=56, top=16, bottom=44)
     last = max(max(h["epoch"] for h in points), epochs or 0, 2)
-    losses = [v for v in (_number(h.get("loss")) for h in points) if v is not None]
+    losses = [v for v in (reports.number(h.get("loss")) for h in points) if v is not None]
     loss_max = charts.nice_max(max(losses) * 1.05) if losses else 1.0
 
     def series(key: str, scale: float) -> tuple[str, list[dict]]:
         dots = [{"x": frame.x((h["epoch"] - 1) / (last - 1)), "y": frame.y(min(max(value / scale, 0.0), 1.0)),
                  "epoch": h["epoch"], "value": value}
-                for h in points if (value := _number(h.get(key))) is not None]
+                for h in points if (value := reports.number(h.get(key))) is not None]
         return charts.line_path((d["x"], d["y"]) for d in dots), dots
 
     loss_path, loss_dots = series("loss", loss_max)
@@ -257,8 +255,8 @@ def _run_context(run: TrainingRun) -> dict:
         "progress": {
             "step": progress.get("step"), "steps": progress.get("steps"),
             "epoch": progress.get("epoch"), "epochs": progress.get("epochs") or epochs,
-            "loss": _number(progress.get("loss")),
-            "val_macro_f1": _number(progress.get(metric_key(run.kind),
+            "loss": reports.number(progress.get("loss")),
+            "val_macro_f1": reports.number(progress.get(metric_key(run.kind),
                                                  history[-1].get(metric_key(run.kind)) if history else None)),
             "best": _best(run), "eta": _duration(progress.get("eta_s")) if progress.get("eta_s") is not None else None,
             "stopped": progress.get("stopped"),
@@ -339,12 +337,12 @@ def _test_summary(version) -> dict:
     report = (version.metrics or {}).get("test") or {}
     if version.kind == "detector":
         verdict = report.get("verdict") or {}
-        accuracy = _number(verdict.get("overall_accuracy"))
-        return {"f1": _number(report.get("map")), "accuracy": accuracy,
+        accuracy = reports.number(verdict.get("overall_accuracy"))
+        return {"f1": reports.number(report.get("map")), "accuracy": accuracy,
                 "accuracy_pct": None if accuracy is None else 100 * accuracy, "n": report.get("n")}
     average = report.get("average") or {}
-    accuracy = _number(report.get("overall_accuracy"))
-    return {"f1": _number(average.get("f1")), "accuracy": accuracy,
+    accuracy = reports.number(report.get("overall_accuracy"))
+    return {"f1": reports.number(average.get("f1")), "accuracy": accuracy,
             "accuracy_pct": None if accuracy is None else 100 * accuracy, "n": report.get("n")}
 
 
@@ -380,7 +378,7 @@ def model(request, pk: int):
         "curve": learning_curve(metrics.get("history") or [], (version.config.get("optim") or {}).get("epochs"),
                                 metric_key(version.kind)),
         "no_curve_text": "No per-epoch history is stored with this version.",
-        "best_val": _number(metrics.get("best_" + metric_key(version.kind))),
+        "best_val": reports.number(metrics.get("best_" + metric_key(version.kind))),
         "metric_name": metric_name(version.kind),
         "detector": reports.detector_report(metrics) if version.kind == "detector" else None,
         "config_summary": _config_summary(version.config or {}),
